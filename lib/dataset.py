@@ -1,0 +1,247 @@
+"""Read and validate a competition folder (layout: README "Data").
+
+Every problem is reported as a ``DataError`` whose message names the file and, where there is
+one, the row or sample and what is wrong, so a user can fix their copy of the data.
+
+    DATA_DIR/metadata.csv            sample_id,split,derivatized,features_path,features_md5_hash
+    DATA_DIR/train_labels.csv        sample_id + 9 label columns (0/1)
+    DATA_DIR/val_labels.csv          same columns
+    DATA_DIR/{train,val,test}_features/S0000.csv   time,mass,intensity
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lib.schema import LABELS, METADATA_COLUMNS, SAMPLE_COLUMNS, SPLITS
+
+
+class DataError(ValueError):
+    """Input data is missing or malformed; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Competition:
+    """A validated competition folder.
+
+    metadata: one row per sample in file order, columns ``sample_id, split, derivatized (int 0/1),
+        features_path (relative, as in the file), features_md5_hash, path (absolute Path)``.
+    labels: train + val labels, index ``sample_id``, the 9 label columns (int 0/1), train first.
+    """
+
+    root: Path
+    metadata: pd.DataFrame
+    labels: pd.DataFrame
+
+    def split_ids(self, *splits: str) -> list[str]:
+        """Sample ids of the given splits, in metadata order."""
+        return self.metadata.loc[self.metadata["split"].isin(splits), "sample_id"].tolist()
+
+    @property
+    def train_labels(self) -> pd.DataFrame:
+        """train_labels.csv rows (sample_id column + 9 labels) in file order: the folds' input."""
+        return self.labels.loc[self.split_ids("train")].reset_index()
+
+
+def load_competition(data_dir: str | Path, *, check_md5: bool = False,
+                     workers: int | None = None) -> Competition:
+    """Read metadata and labels, check them against each other, find every feature file.
+
+    check_md5: also hash every feature file (in parallel) and compare with the metadata.
+    Raises DataError on the first problem found.
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder not found")
+    metadata = read_metadata(root / "metadata.csv")
+    metadata["path"] = [resolve_feature_path(root, rel, sid)
+                        for sid, rel in zip(metadata["sample_id"], metadata["features_path"])]
+    labels = _read_all_labels(root, metadata)
+    if check_md5:
+        verify_md5(metadata, workers=workers)
+    return Competition(root=root, metadata=metadata, labels=labels)
+
+
+def read_metadata(path: Path) -> pd.DataFrame:
+    """metadata.csv -> DataFrame (see Competition.metadata, without ``path``)."""
+    frame = _read_csv(path, dtype=str, keep_default_na=False)
+    columns = list(frame.columns)
+    missing = [c for c in METADATA_COLUMNS if c not in columns]
+    extra = [c for c in columns if c not in METADATA_COLUMNS]
+    if missing or extra:
+        raise DataError(f"{path}: expected columns {list(METADATA_COLUMNS)}; "
+                        f"missing {missing}, unexpected {extra}")
+    if frame.empty:
+        raise DataError(f"{path}: no samples")
+    _check_unique_ids(frame["sample_id"], path)
+    bad_split = ~frame["split"].isin(SPLITS)
+    if bad_split.any():
+        row = int(np.argmax(bad_split.to_numpy()))
+        raise DataError(f"{path}: row {row + 2} (sample {frame['sample_id'].iloc[row]}): "
+                        f"unknown split {frame['split'].iloc[row]!r}; expected one of {SPLITS}")
+    derivatized = frame["derivatized"].str.strip().replace({"": "0", "1.0": "1", "0.0": "0"})
+    bad = ~derivatized.isin(["0", "1"])
+    if bad.any():
+        row = int(np.argmax(bad.to_numpy()))
+        raise DataError(f"{path}: row {row + 2} (sample {frame['sample_id'].iloc[row]}): "
+                        f"derivatized must be 1 or blank, got {frame['derivatized'].iloc[row]!r}")
+    frame["derivatized"] = derivatized.astype(int)
+    return frame
+
+
+def read_labels(path: Path) -> pd.DataFrame:
+    """A labels CSV -> DataFrame indexed by sample_id with the 9 label columns (int 0/1)."""
+    frame = _read_csv(path)
+    expected = ["sample_id", *LABELS]
+    if list(frame.columns) != expected:
+        missing = [c for c in expected if c not in frame.columns]
+        extra = [c for c in frame.columns if c not in expected]
+        problem = (f"missing {missing}, unexpected {extra}" if missing or extra
+                   else f"columns are in the wrong order: {list(frame.columns)}")
+        raise DataError(f"{path}: expected columns {expected}; {problem}")
+    frame["sample_id"] = frame["sample_id"].astype(str)
+    _check_unique_ids(frame["sample_id"], path)
+    values = frame[list(LABELS)]
+    bad = ~values.isin([0, 1])
+    if bad.to_numpy().any():
+        row, col = (int(i[0]) for i in np.nonzero(bad.to_numpy()))
+        raise DataError(f"{path}: row {row + 2} (sample {frame['sample_id'].iloc[row]}): "
+                        f"label {LABELS[col]} must be 0 or 1, got {_plain(values.iat[row, col])!r}")
+    return frame.set_index("sample_id").astype(int)
+
+
+def _read_all_labels(root: Path, metadata: pd.DataFrame) -> pd.DataFrame:
+    parts = []
+    for split in ("train", "val"):
+        ids = set(metadata.loc[metadata["split"] == split, "sample_id"])
+        path = root / f"{split}_labels.csv"
+        if not ids:
+            continue
+        if not path.is_file():
+            raise DataError(f"{path}: label file not found ({len(ids)} {split} samples "
+                            f"in metadata.csv need labels)")
+        labels = read_labels(path)
+        unknown = [s for s in labels.index if s not in ids]
+        if unknown:
+            raise DataError(f"{path}: {len(unknown)} label rows for samples that are not "
+                            f"{split} samples in metadata.csv, e.g. {unknown[:3]}")
+        unlabelled = sorted(ids - set(labels.index))
+        if unlabelled:
+            raise DataError(f"{path}: {len(unlabelled)} {split} samples of metadata.csv "
+                            f"have no labels, e.g. {unlabelled[:3]}")
+        parts.append(labels)
+    if not parts:
+        return pd.DataFrame(columns=list(LABELS), index=pd.Index([], name="sample_id"))
+    return pd.concat(parts)
+
+
+def resolve_feature_path(root: Path, relative: str, sample_id: str) -> Path:
+    """The absolute path of a sample's CSV; DataError (with a hint at nested archives) if absent."""
+    path = root / relative
+    if path.is_file():
+        return path
+    nested = path.parent / path.parent.name / path.name
+    hint = ""
+    if nested.is_file():
+        hint = (f"; it exists one folder deeper at {nested}: the archive was unpacked into a "
+                f"nested folder, move the files up one level")
+    raise DataError(f"{root / 'metadata.csv'}: sample {sample_id}: feature file {path} "
+                    f"not found{hint}")
+
+
+def file_md5(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex md5 of a file, read in chunks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_md5(metadata: pd.DataFrame, *, workers: int | None = None) -> None:
+    """Hash every feature file in parallel; DataError listing every mismatch."""
+    paths = list(metadata["path"])
+    # hashlib releases the GIL, so threads use every core without pickling.
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+        actual = list(pool.map(file_md5, paths))
+    expected = metadata["features_md5_hash"].str.strip().str.lower().tolist()
+    bad = [(sid, p, e, a) for sid, p, e, a in zip(metadata["sample_id"], paths, expected, actual)
+           if e != a]
+    if bad:
+        lines = "\n".join(f"  {sid}: {p} has md5 {a}, metadata.csv says {e}"
+                          for sid, p, e, a in bad[:10])
+        more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise DataError(f"md5 mismatch for {len(bad)} feature files (corrupt or changed "
+                        f"copies; re-extract them or pass check_md5=False to skip):\n{lines}{more}")
+
+
+def read_sample(path: str | Path) -> tuple[pd.DataFrame, int]:
+    """One sample CSV -> (frame with float64 columns time, mass, intensity; number of NaN
+    intensities, which are set to 0 as in the reference).
+
+    DataError if the file is empty, lacks a column, holds a non-numeric value or a missing
+    time or mass.
+    """
+    path = Path(path)
+    frame = _read_csv(path)
+    missing = [c for c in SAMPLE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; expected header "
+                        f"{','.join(SAMPLE_COLUMNS)}, found {list(frame.columns)}")
+    if frame.empty:
+        raise DataError(f"{path}: no rows")
+    columns = {}
+    for name in SAMPLE_COLUMNS:
+        column = frame[name]
+        numeric = pd.to_numeric(column, errors="coerce")
+        bad = numeric.isna() & column.notna()
+        if bad.any():
+            row = int(np.argmax(bad.to_numpy()))
+            raise DataError(f"{path}: row {row + 2}: non-numeric {name} {column.iloc[row]!r}")
+        values = numeric.to_numpy(dtype=np.float64)
+        if name != "intensity" and np.isnan(values).any():
+            row = int(np.argmax(np.isnan(values)))
+            raise DataError(f"{path}: row {row + 2}: missing {name}")
+        if not np.isfinite(values[~np.isnan(values)]).all():
+            raise DataError(f"{path}: infinite {name} values")
+        columns[name] = values
+    n_nan = int(np.isnan(columns["intensity"]).sum())
+    columns["intensity"] = np.nan_to_num(columns["intensity"], nan=0.0)
+    return pd.DataFrame(columns), n_nan
+
+
+def run_span(path: str | Path) -> tuple[float, float, int]:
+    """(first time, last time, number of rows) of a sample CSV, reading only its time column."""
+    time = _read_csv(Path(path), usecols=["time"])["time"].to_numpy()
+    if time.size == 0:
+        raise DataError(f"{path}: no rows")
+    return float(time.min()), float(time.max()), int(time.size)
+
+
+def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        return pd.read_csv(path, **kwargs)
+    except pd.errors.EmptyDataError as error:
+        raise DataError(f"{path}: empty file") from error
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: not a readable CSV ({error})") from error
+
+
+def _plain(value):
+    """numpy scalars print as np.float64(...); show the plain Python value instead."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _check_unique_ids(ids: pd.Series, path: Path) -> None:
+    duplicated = ids[ids.duplicated()].unique().tolist()
+    if duplicated:
+        raise DataError(f"{path}: duplicate sample_id {duplicated[:5]}")

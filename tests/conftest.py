@@ -1,0 +1,55 @@
+"""Shared fixtures: a hand-made miniature competition folder (no generator involved)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib.schema import LABELS
+
+
+def write_run(path: Path, rng: np.random.Generator, n_scans: int = 40,
+              start_min: float = 1.0) -> None:
+    """A small but realistic-looking run: scans of masses 2..300 with jitter, helium at 4."""
+    times = start_min + 0.02 * np.arange(n_scans) + rng.uniform(0, 0.001, n_scans)
+    masses = np.arange(2, 301, dtype=float)
+    time = np.repeat(times, masses.size)
+    mass = np.tile(masses, n_scans) + rng.uniform(-0.3, 0.3, time.size)
+    intensity = rng.integers(500, 4000, time.size).astype(float)
+    intensity[np.round(mass) == 4] = 5e7
+    peak = np.exp(-0.5 * ((time - times[n_scans // 2]) / 0.05) ** 2)
+    intensity += np.where(np.round(mass) == 57, 1e7 * peak, 0).round()
+    frame = pd.DataFrame({"time": time, "mass": mass, "intensity": intensity.astype(np.int64)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False, float_format="%.6f")
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def competition_dir(tmp_path: Path) -> Path:
+    """A valid folder: 10 train, 3 val, 2 test samples with metadata, labels and md5s."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    splits = ["train"] * 10 + ["val"] * 3 + ["test"] * 2
+    rows, labels = [], {"train": [], "val": []}
+    for i, split in enumerate(splits):
+        sid = f"S{i:04d}"
+        rel = f"{split}_features/{sid}.csv"
+        write_run(root / rel, rng, n_scans=20 + i)
+        derivatized = "1" if i % 3 == 0 else ""
+        rows.append([sid, split, derivatized, rel, md5(root / rel)])
+        if split in labels:
+            labels[split].append([sid, *rng.integers(0, 2, len(LABELS))])
+    pd.DataFrame(rows, columns=["sample_id", "split", "derivatized", "features_path",
+                                "features_md5_hash"]).to_csv(root / "metadata.csv", index=False)
+    for split, table in labels.items():
+        pd.DataFrame(table, columns=["sample_id", *LABELS]).to_csv(
+            root / f"{split}_labels.csv", index=False)
+    return root

@@ -1,0 +1,127 @@
+"""Loading and validating a competition folder: each bad input gets a clear DataError."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lib.dataset import DataError, load_competition, read_sample
+from lib.schema import LABELS
+
+
+def edit_csv(path: Path, edit) -> None:
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    edit(frame).to_csv(path, index=False)
+
+
+def test_valid_folder_loads(competition_dir):
+    data = load_competition(competition_dir, check_md5=True)
+    assert len(data.metadata) == 15
+    assert data.split_ids("val") == ["S0010", "S0011", "S0012"]
+    assert data.metadata["derivatized"].tolist()[:4] == [1, 0, 0, 1]
+    assert list(data.labels.columns) == list(LABELS)
+    assert len(data.labels) == 13
+    assert list(data.train_labels.columns) == ["sample_id", *LABELS]
+    assert all(p.is_file() for p in data.metadata["path"])
+
+
+def test_missing_data_folder(tmp_path):
+    with pytest.raises(DataError, match="data folder not found"):
+        load_competition(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda f: f.drop(columns=["features_md5_hash"]), r"missing \['features_md5_hash'\]"),
+    (lambda f: f.assign(extra=1), r"unexpected \['extra'\]"),
+    (lambda f: f.assign(split=f["split"].replace("val", "valid")),
+     r"row 12 \(sample S0010\): unknown split 'valid'"),
+    (lambda f: pd.concat([f, f.iloc[[3]]]), r"duplicate sample_id \['S0003'\]"),
+    (lambda f: f.assign(derivatized=f["derivatized"].replace("1", "yes")),
+     r"row 2 \(sample S0000\): derivatized must be 1 or blank, got 'yes'"),
+])
+def test_bad_metadata(competition_dir, edit, message):
+    edit_csv(competition_dir / "metadata.csv", edit)
+    with pytest.raises(DataError, match=message) as info:
+        load_competition(competition_dir)
+    assert "metadata.csv" in str(info.value)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda f: f.drop(columns=["alcohol"]), r"missing \['alcohol'\]"),
+    (lambda f: f[["sample_id", *reversed(LABELS)]], "wrong order"),
+    (lambda f: f.assign(mineral=f["mineral"].replace("1", "2")), "mineral must be 0 or 1, got 2"),
+    (lambda f: f.assign(mineral="0.5"), "mineral must be 0 or 1, got 0.5"),
+    (lambda f: pd.concat([f, f.iloc[[0]].assign(sample_id="S9999")]),
+     r"label rows for samples that are not train samples.*S9999"),
+    (lambda f: pd.concat([f, f.iloc[[0]].assign(sample_id="S0014")]),
+     r"not train samples.*S0014"),
+    (lambda f: f.iloc[1:], r"1 train samples of metadata.csv have no labels.*S0000"),
+    (lambda f: pd.concat([f, f.iloc[[2]]]), r"duplicate sample_id \['S0002'\]"),
+])
+def test_bad_labels(competition_dir, edit, message):
+    edit_csv(competition_dir / "train_labels.csv", edit)
+    with pytest.raises(DataError, match=message) as info:
+        load_competition(competition_dir)
+    assert "train_labels.csv" in str(info.value)
+
+
+def test_missing_val_labels_file(competition_dir):
+    (competition_dir / "val_labels.csv").unlink()
+    with pytest.raises(DataError, match=r"val_labels.csv: label file not found \(3 val"):
+        load_competition(competition_dir)
+
+
+def test_missing_feature_file(competition_dir):
+    (competition_dir / "test_features" / "S0014.csv").unlink()
+    with pytest.raises(DataError, match=r"sample S0014: feature file .*S0014.csv not found$"):
+        load_competition(competition_dir)
+
+
+def test_nested_feature_folder_hint(competition_dir):
+    val = competition_dir / "val_features"
+    nested = val / "val_features"
+    nested.mkdir()
+    for csv in val.glob("*.csv"):
+        shutil.move(csv, nested / csv.name)
+    with pytest.raises(DataError, match=r"one folder deeper at .*val_features/val_features/S0010"):
+        load_competition(competition_dir)
+
+
+def test_md5_mismatch_is_reported_and_skippable(competition_dir):
+    path = competition_dir / "train_features" / "S0004.csv"
+    path.write_text(path.read_text().replace("\n1.", "\n2.", 1))
+    with pytest.raises(DataError, match=r"md5 mismatch for 1 feature files.*\n  S0004: "):
+        load_competition(competition_dir, check_md5=True, workers=2)
+    assert len(load_competition(competition_dir, check_md5=False).metadata) == 15
+
+
+def sample_csv(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "S0000.csv"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty file"),
+    ("time,mass,intensity\n", "no rows"),
+    ("time,intensity\n0.1,100\n", r"missing column\(s\) \['mass'\]"),
+    ("time,mass,intensity\n0.1,12.0,100\n0.2,abc,100\n", r"row 3: non-numeric mass 'abc'"),
+    ("time,mass,intensity\n0.1,12.0,100\n,13.0,100\n", "row 3: missing time"),
+])
+def test_bad_sample_csv(tmp_path, text, message):
+    path = sample_csv(tmp_path, text)
+    with pytest.raises(DataError, match=message) as info:
+        read_sample(path)
+    assert str(path) in str(info.value)
+
+
+def test_nan_intensities_count_as_zero(tmp_path):
+    path = sample_csv(tmp_path, "time,mass,intensity\n0.1,12.0,\n0.2,13.0,5\n0.3,14.0,\n")
+    frame, n_nan = read_sample(path)
+    assert n_nan == 2
+    assert frame["intensity"].tolist() == [0.0, 5.0, 0.0]
+    assert re.fullmatch("float64", str(frame["time"].dtype))

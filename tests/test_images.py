@@ -1,0 +1,164 @@
+"""Sample -> image -> model input, checked against an independent transcription of the
+reference steps, and the image cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lib.images as images
+from lib.dataset import DataError, load_competition
+from lib.images import (build_image_cache, cache_path, model_input, sample_image,
+                        sample_image_pandas, two_channel)
+
+NORMS = ("none", "mass", "time")
+TRANSFORMS = ("log", "log1p")
+
+
+def reference_model_input(image: np.ndarray, norm: str, transform: str) -> np.ndarray:
+    """method.md 2.1, 2.3-2.5 done the way the original code lays data out: (m, t, 3) float32
+    with the derivatized flag as channel 0/1 and an unused all-zero third channel."""
+    single = image.sum(axis=0)  # one channel is empty
+    derivatized = int(image[1].any())
+    x = np.repeat(single[:, :, None], 3, axis=-1).astype(np.float32)
+    x[:, :, 1 - derivatized] = 0
+    x[:, :, 2] = 0
+    if norm != "none":
+        axis = 1 if norm == "mass" else 0
+        x = x / np.clip(np.max(x, axis=axis, keepdims=True), 1e-4, None)
+    x = np.clip(x / x.max(), 1e-4, 1.0)
+    if transform == "log1p":
+        x = np.log10(x / np.max(x) * 1000 + 1)
+        x = x / np.max(x)
+    else:
+        x = np.log10(x)
+    x = (x - x.min()) / (x - x.min()).max()
+    return np.moveaxis(x[..., :2], -1, 0)
+
+
+def write_csv(tmp_path: Path, rows: list[tuple[float, float, float]]) -> Path:
+    path = tmp_path / "S0000.csv"
+    lines = ["time,mass,intensity"] + [f"{t},{m},{i}" for t, m, i in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_render_by_hand(tmp_path):
+    path = write_csv(tmp_path, [
+        (1.0, 4.0, 1e9),      # helium: dropped
+        (1.0, 11.6, 10),      # -> mass 12, time bin 0
+        (1.0, 12.3, 30),      # -> mass 12, time bin 0 (summed: 40)
+        (2.0, 255.4, 20),     # -> mass 255, last bin
+        (2.0, 255.6, 1e9),    # -> mass 256: outside, dropped
+        (1.5, 20.0, 10),      # -> mass 20, middle: round(0.5 * 3) = 2
+        (3.0, 300.0, 1e9),    # dropped; time span is over KEPT rows only
+    ])
+    image = sample_image(path, derivatized=True, m_bins=256, t_bins=4)
+    assert image.shape == (2, 256, 4) and image.dtype == np.float32
+    assert not image[0].any()
+    expected = np.zeros((256, 4))
+    expected[12, 0], expected[255, 3], expected[20, 2] = 40, 20, 10
+    np.testing.assert_array_equal(image[1], expected / 40)
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([(1.0, 4.0, 5), (2.0, 300.0, 5)], "no rows left after keeping masses 0..255"),
+    ([(1.0, 12.0, 5), (1.0, 13.0, 5), (2.0, 300.0, 1)], "one time value"),
+    ([(1.0, 12.0, 0), (2.0, 13.0, float("nan"))], "every kept intensity is zero"),
+])
+def test_render_errors(tmp_path, rows, message):
+    path = write_csv(tmp_path, rows)
+    with pytest.raises(DataError, match=message) as info:
+        sample_image(path, derivatized=False)
+    assert str(path) in str(info.value)
+
+
+def test_sample_image_matches_pandas_groupby(competition_dir):
+    data = load_competition(competition_dir)
+    for path, flag in zip(data.metadata["path"], data.metadata["derivatized"]):
+        fast = sample_image(path, bool(flag))
+        np.testing.assert_array_equal(fast, sample_image_pandas(path, bool(flag)))
+        assert fast[1 - flag].max() == 0 and fast[flag].max() == 1
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_model_input_matches_reference(competition_dir, norm, transform):
+    data = load_competition(competition_dir)
+    for path, flag in zip(data.metadata["path"], data.metadata["derivatized"]):
+        image = sample_image(path, bool(flag))
+        x = model_input(image, norm=norm, transform=transform)
+        assert x.dtype == np.float32 and x.shape == image.shape
+        assert np.isfinite(x).all() and x.min() == 0 and x.max() == pytest.approx(1)
+        assert not x[1 - flag].any()
+        np.testing.assert_allclose(x, reference_model_input(image, norm, transform), atol=1e-6)
+
+
+def test_model_input_batch_equals_items(competition_dir):
+    data = load_competition(competition_dir)
+    batch = np.stack([sample_image(p, bool(f)) for p, f in
+                      zip(data.metadata["path"][:4], data.metadata["derivatized"][:4])])
+    batched = model_input(batch, norm="time", transform="log1p")
+    for item, out in zip(batch, batched):
+        np.testing.assert_array_equal(model_input(item, norm="time", transform="log1p"), out)
+
+
+def test_unknown_norm_and_transform():
+    image = two_channel(np.ones((8, 6), np.float32), False)
+    with pytest.raises(ValueError, match="norm must be one of"):
+        model_input(image, norm="mass_time")
+    with pytest.raises(ValueError, match="transform must be one of"):
+        model_input(image, transform="sqrt")
+
+
+def test_two_channel_batch():
+    singles = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    out = two_channel(singles, np.array([0, 1]))
+    assert out.shape == (2, 2, 3, 4)
+    np.testing.assert_array_equal(out[0, 0], singles[0])
+    np.testing.assert_array_equal(out[1, 1], singles[1])
+    assert not out[0, 1].any() and not out[1, 0].any()
+
+
+def test_cache_builds_reuses_and_rebuilds(competition_dir, tmp_path, monkeypatch):
+    data = load_competition(competition_dir)
+    path = cache_path(tmp_path / "cache", "mini", 32, 16)
+    calls = []
+    render = images._render_one
+    monkeypatch.setattr(images, "_render_one", lambda job: calls.append(job) or render(job))
+
+    first = build_image_cache(data.metadata, path, m_bins=32, t_bins=16, workers=1,
+                              progress=False)
+    assert len(calls) == 15 and path.is_file()
+    assert first["images"].shape == (15, 32, 16) and first["images"].dtype == np.float32
+    assert first["sample_ids"].tolist() == data.metadata["sample_id"].tolist()
+    assert first["derivatized"].tolist() == data.metadata["derivatized"].tolist()
+    assert not any(p.name.endswith(".partial") for p in path.parent.iterdir())
+    expected = sample_image(data.metadata["path"][3], True, m_bins=32, t_bins=16)[1]
+    np.testing.assert_array_equal(first["images"][3], expected)
+
+    again = build_image_cache(data.metadata, path, m_bins=32, t_bins=16, workers=1,
+                              progress=False)
+    assert len(calls) == 15  # reused, nothing rendered
+    np.testing.assert_array_equal(again["images"], first["images"])
+
+    changed = data.metadata["path"][5]
+    os.utime(changed, ns=(1, 1))
+    build_image_cache(data.metadata, path, m_bins=32, t_bins=16, workers=1, progress=False)
+    assert len(calls) == 30  # an input changed: rebuilt
+
+    build_image_cache(data.metadata, path, m_bins=32, t_bins=24, workers=1, progress=False)
+    assert len(calls) == 45  # another key (same file name on purpose): rebuilt
+
+
+def test_cache_parallel_equals_serial(competition_dir, tmp_path):
+    data = load_competition(competition_dir)
+    serial = build_image_cache(data.metadata, tmp_path / "a.npz", m_bins=64, t_bins=32,
+                               workers=1, progress=False)
+    parallel = build_image_cache(data.metadata, tmp_path / "b.npz", m_bins=64, t_bins=32,
+                                 workers=2, progress=False)
+    np.testing.assert_array_equal(serial["images"], parallel["images"])
+    assert serial["fingerprint"] == parallel["fingerprint"]
