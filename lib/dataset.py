@@ -217,6 +217,40 @@ def read_sample(path: str | Path) -> tuple[pd.DataFrame, int]:
     return pd.DataFrame(columns), n_nan
 
 
+def load_prediction_samples(data_dir: str | Path, *, splits=("val", "test"),
+                            derivatized_csv: str | Path | None = None) -> pd.DataFrame:
+    """The samples to predict: a competition folder's ``splits``, or every ``*.csv`` of a
+    plain folder (sample_id = file name without .csv).
+
+    For a plain folder, derivatized flags come from ``derivatized_csv`` (columns sample_id,
+    derivatized: 1 or blank), else 0 for every sample. Returns columns sample_id,
+    derivatized, features_md5_hash, path, like Competition.metadata.
+    """
+    root = Path(data_dir)
+    if (root / "metadata.csv").is_file():
+        metadata = load_competition(root).metadata
+        chosen = metadata[metadata["split"].isin(list(splits))].reset_index(drop=True)
+        if chosen.empty:
+            raise DataError(f"{root / 'metadata.csv'}: no samples in splits {list(splits)}")
+        return chosen
+    paths = sorted(p for p in root.glob("*.csv") if p.name != "derivatized.csv")
+    if not paths:
+        raise DataError(f"{root}: neither metadata.csv nor sample CSV files found")
+    frame = pd.DataFrame({"sample_id": [p.stem for p in paths], "derivatized": 0,
+                          "features_md5_hash": "", "path": paths})
+    _check_unique_ids(frame["sample_id"], root)
+    if derivatized_csv:
+        flags = _read_csv(Path(derivatized_csv), dtype=str, keep_default_na=False)
+        if not {"sample_id", "derivatized"} <= set(flags.columns):
+            raise DataError(f"{derivatized_csv}: needs columns sample_id, derivatized")
+        known = flags.set_index("sample_id")["derivatized"].str.strip()
+        unknown = sorted(set(known.index) - set(frame["sample_id"]))
+        if unknown:
+            raise DataError(f"{derivatized_csv}: samples not in {root}: {unknown[:5]}")
+        frame["derivatized"] = [int(known.get(s, "") in ("1", "1.0")) for s in frame["sample_id"]]
+    return frame
+
+
 def run_span(path: str | Path) -> tuple[float, float, int]:
     """(first time, last time, number of rows) of a sample CSV, reading only its time column."""
     time = _read_csv(Path(path), usecols=["time"])["time"].to_numpy()

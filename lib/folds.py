@@ -1,5 +1,7 @@
 """Multilabel stratified folds over the train split (method.md section 5)."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
@@ -23,3 +25,21 @@ def make_folds(train_labels: pd.DataFrame, n_folds: int = 5, seed: int = 42) -> 
     for k, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
         fold[held_out] = k
     return pd.DataFrame({"sample_id": train_labels["sample_id"].to_numpy(), "fold": fold})
+
+
+def load_or_make_folds(path: str | Path, train_labels: pd.DataFrame, n_folds: int = 5,
+                       seed: int = 42) -> pd.DataFrame:
+    """The folds file at ``path`` (written by 02_preprocess) if it covers exactly the train
+    samples, else make_folds written there. Returns columns ``sample_id, fold``."""
+    from lib.files import atomic_write_csv
+
+    path = Path(path)
+    if path.is_file():
+        folds = pd.read_csv(path)
+        if sorted(folds["sample_id"]) != sorted(train_labels["sample_id"]):
+            raise ValueError(f"{path}: its sample ids differ from the train labels; delete it "
+                             f"or run 02_preprocess again")
+        return folds
+    folds = make_folds(train_labels, n_folds=n_folds, seed=seed)
+    atomic_write_csv(folds, path)
+    return folds

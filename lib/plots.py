@@ -135,3 +135,22 @@ def model_input_variants(image: np.ndarray, title: str) -> plt.Figure:
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def learning_curves(history: pd.DataFrame, best_epoch: int) -> plt.Figure:
+    """Train and OOF loss per epoch (left) and the learning rate (right).
+
+    history: one row per epoch with columns epoch, train_loss, oof_loss, lr.
+    """
+    fig, (losses, rates) = plt.subplots(1, 2, figsize=(11, 3.5))
+    losses.plot(history["epoch"], history["train_loss"], "o-", label="train (smoothed targets)")
+    losses.plot(history["epoch"], history["oof_loss"], "o-", label="OOF (TTA)")
+    losses.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best epoch {best_epoch}")
+    losses.set_xlabel("epoch")
+    losses.set_ylabel("BCE")
+    losses.legend()
+    rates.plot(history["epoch"], history["lr"], "o-")
+    rates.set_xlabel("epoch")
+    rates.set_ylabel("learning rate at epoch start")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,287 @@
+"""Fit one model on one fold (method.md section 5), fast: the run's cached images live on the
+device, a batch is an index selection, and norm, mixup, transform and width resizing run
+batched on the device. The same code runs on CPU (tests, demo) and CUDA (bf16, channels_last).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lib.images import LOG1P_SCALE, MIN_CLIP, NORMS, TRANSFORMS
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Every knob of one fit; defaults are the reference's."""
+
+    norm: str = "mass"
+    transform: str = "log"
+    mixup_prob: float = 0.0
+    epochs: int = 20
+    warmup_epochs: float = 2.0
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    batch_size: int = 8
+    eval_batch_size: int = 32
+    grad_clip: float = 64.0
+    label_smoothing: float = 0.01
+    amp: bool = True  # bf16 autocast, CUDA only
+    channels_last: bool = True  # CUDA only
+
+    def __post_init__(self):
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, got {self.transform!r}")
+        if not 0 <= self.mixup_prob <= 1:
+            raise ValueError(f"mixup_prob must be in [0, 1], got {self.mixup_prob}")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or inf: the run stops, and no checkpoint counts as best."""
+
+
+@dataclass
+class FitResult:
+    """What a fit produced. Logits are float32 (n, 9); best_state is on the CPU."""
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_oof_loss: float = math.inf
+    best_state: dict | None = None
+    oof_logits: np.ndarray | None = None
+    test_logits: np.ndarray | None = None
+
+
+# ---- pure pieces ---------------------------------------------------------------------------
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Multiplier of the base lr at optimizer step ``step`` (0-based): linear warm-up from 0,
+    then cosine down to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def smooth_labels(labels: torch.Tensor, eps: float) -> torch.Tensor:
+    """Training targets y' = y / (1 + 2 eps) + eps (0 -> eps, 1 -> 1 - eps / (1 + 2 eps))."""
+    return labels / (1 + 2 * eps) + eps
+
+
+def normalize_axis(images: torch.Tensor, norm: str) -> torch.Tensor:
+    """Torch twin of lib.images.normalize_axis on (..., m, t)."""
+    if norm == "none":
+        return images
+    axis = -1 if norm == "mass" else -2
+    return images / images.amax(dim=axis, keepdim=True).clamp_min(MIN_CLIP)
+
+
+def intensity_transform(x: torch.Tensor, transform: str) -> torch.Tensor:
+    """Torch twin of lib.images.intensity_transform on (B, 2, m, t), item by item."""
+    x = (x / _item_max(x)).clamp(MIN_CLIP, 1.0)
+    if transform == "log":
+        x = torch.log10(x)
+    else:
+        x = torch.log10(x / _item_max(x) * LOG1P_SCALE + 1)
+        x = x / _item_max(x)
+    x = x - x.amin(dim=(-3, -2, -1), keepdim=True)
+    return x / _item_max(x)
+
+
+def _item_max(x: torch.Tensor) -> torch.Tensor:
+    return x.amax(dim=(-3, -2, -1), keepdim=True)
+
+
+def two_channel(images: torch.Tensor, derivatized: torch.Tensor) -> torch.Tensor:
+    """(B, m, t) images + (B,) bool flags -> (B, 2, m, t); the flag picks the channel."""
+    flags = derivatized[:, None, None]
+    zeros = torch.zeros_like(images)
+    return torch.stack([torch.where(flags, zeros, images), torch.where(flags, images, zeros)],
+                       dim=1)
+
+
+def mixup(x: torch.Tensor, labels: torch.Tensor, partner_x: torch.Tensor,
+          partner_labels: torch.Tensor, mixed: torch.Tensor,
+          fraction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mix the items where ``mixed`` (B,) is True: x = f x + (1 - f) x2 and labels max(y, y2).
+
+    x, partner_x: (B, 2, m, t); labels, partner_labels: (B, 9); fraction: (B,) in [0.4, 0.6].
+    """
+    f = fraction[:, None, None, None]
+    mixed_x = torch.where(mixed[:, None, None, None], f * x + (1 - f) * partner_x, x)
+    mixed_labels = torch.where(mixed[:, None], torch.maximum(labels, partner_labels), labels)
+    return mixed_x, mixed_labels
+
+
+def bce_loss(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean binary cross-entropy with logits over all cells of (n, 9): the OOF loss."""
+    return float(F.binary_cross_entropy_with_logits(torch.as_tensor(logits, dtype=torch.float64),
+                                                    torch.as_tensor(labels, dtype=torch.float64)))
+
+
+# ---- data on the device ----------------------------------------------------------------------
+
+class DeviceImages:
+    """The run's cached images on the device; batches are index selections.
+
+    images: (N, m, t) float32 single-channel images (max 1); derivatized: (N,) 0/1.
+    """
+
+    def __init__(self, images: np.ndarray, derivatized: np.ndarray, device: torch.device):
+        self.images = torch.as_tensor(images, dtype=torch.float32).to(device)
+        self.derivatized = torch.as_tensor(np.asarray(derivatized).astype(bool)).to(device)
+        self.device = device
+
+    def normed(self, index: torch.Tensor, norm: str) -> torch.Tensor:
+        """(B,) indices -> (B, 2, m, t) two-channel images after the axis norm (step 2.1)."""
+        index = index.to(self.device)
+        return two_channel(normalize_axis(self.images[index], norm), self.derivatized[index])
+
+    def model_input(self, index: torch.Tensor, norm: str, transform: str) -> torch.Tensor:
+        """(B,) indices -> (B, 2, m, t) model inputs without mixup (steps 2.1, 2.3-2.5)."""
+        return intensity_transform(self.normed(index, norm), transform)
+
+
+# ---- fit and predict -------------------------------------------------------------------------
+
+def predict_logits(model: nn.Module, data: DeviceImages, index: np.ndarray,
+                   settings: TrainSettings) -> np.ndarray:
+    """Eval-mode (TTA) logits (n, 9) float32 for the samples at ``index`` (n,)."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(index), settings.eval_batch_size):
+            batch = torch.as_tensor(index[start:start + settings.eval_batch_size])
+            x = data.model_input(batch, settings.norm, settings.transform)
+            with _autocast(data.device, settings):
+                out.append(model(x).float().cpu())
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(out).numpy()
+
+
+def fit(model: nn.Module, data: DeviceImages, *, train_index: np.ndarray,
+        train_labels: np.ndarray, oof_index: np.ndarray, oof_labels: np.ndarray,
+        test_index: np.ndarray, settings: TrainSettings, seed: int,
+        progress: bool = True) -> FitResult:
+    """Train ``model`` (already on data.device, see prepare_model) and return the best-OOF-epoch predictions.
+
+    train_index (n_train,), oof_index (n_oof,), test_index (n_test,): rows of ``data``;
+    train_labels (n_train, 9) and oof_labels (n_oof, 9): 0/1. After every epoch the OOF loss
+    (BCE on TTA logits) is measured; the epoch with the lowest (the later one on ties) gives
+    the state, the OOF logits and, after reloading it, the test logits.
+    """
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = len(train_index) // settings.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train_index)} training samples make no full batch of "
+                         f"{settings.batch_size}")
+    total_steps = steps_per_epoch * settings.epochs
+    warmup_steps = round(steps_per_epoch * settings.warmup_epochs)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr,
+                                  weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, warmup_steps, total_steps))
+    device = data.device
+    train_index_t = torch.as_tensor(train_index)
+    train_labels_t = torch.as_tensor(train_labels, dtype=torch.float32).to(device)
+    result = FitResult()
+
+    for epoch in range(settings.epochs):
+        model.train()
+        started = time.perf_counter()
+        lr_at_start = optimizer.param_groups[0]["lr"]
+        order = torch.randperm(len(train_index), generator=generator)
+        loss_sum = torch.zeros((), device=device)
+        bar = _bar(range(steps_per_epoch), progress, f"epoch {epoch + 1}/{settings.epochs}")
+        for step in bar:
+            batch = order[step * settings.batch_size:(step + 1) * settings.batch_size]
+            x = data.normed(train_index_t[batch], settings.norm)
+            labels = train_labels_t[batch.to(device)]
+            if settings.mixup_prob > 0:
+                x, labels = _mix_batch(data, x, labels, train_index_t, train_labels_t,
+                                       settings, generator)
+            x = intensity_transform(x, settings.transform)
+            targets = smooth_labels(labels, settings.label_smoothing)
+            with _autocast(device, settings):
+                logits = model(x)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach()
+        train_loss = float(loss_sum) / steps_per_epoch
+        if not math.isfinite(train_loss):
+            raise NonFiniteLossError(f"epoch {epoch + 1}: training loss is {train_loss}")
+        train_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
+        oof_logits = predict_logits(model, data, oof_index, settings)
+        oof_loss = bce_loss(oof_logits, oof_labels)
+        if not math.isfinite(oof_loss):
+            raise NonFiniteLossError(f"epoch {epoch + 1}: OOF loss is {oof_loss}")
+        result.history.append(dict(epoch=epoch + 1, train_loss=train_loss, oof_loss=oof_loss,
+                                   lr=lr_at_start, train_seconds=train_seconds,
+                                   eval_seconds=time.perf_counter() - started))
+        if progress:
+            print(f"epoch {epoch + 1}: train {train_loss:.4f}  oof {oof_loss:.4f}  "
+                  f"({train_seconds:.1f} s)")
+        if oof_loss <= result.best_oof_loss:
+            result.best_epoch, result.best_oof_loss = epoch + 1, oof_loss
+            result.best_state = {k: v.detach().cpu().clone()
+                                 for k, v in model.state_dict().items()}
+            result.oof_logits = oof_logits
+
+    model.load_state_dict(result.best_state)
+    result.test_logits = predict_logits(model, data, test_index, settings)
+    return result
+
+
+def settings_dict(settings: TrainSettings) -> dict:
+    """TrainSettings as a plain dict (for metrics.json)."""
+    return asdict(settings)
+
+
+def _mix_batch(data, x, labels, train_index_t, train_labels_t, settings, generator):
+    size = x.shape[0]
+    partner = torch.randint(len(train_index_t), (size,), generator=generator)
+    mixed = torch.rand(size, generator=generator) < settings.mixup_prob
+    fraction = 0.4 + 0.2 * torch.rand(size, generator=generator)
+    partner_x = data.normed(train_index_t[partner], settings.norm)
+    device = data.device
+    return mixup(x, labels, partner_x, train_labels_t[partner.to(device)], mixed.to(device),
+                 fraction.to(device))
+
+
+def _autocast(device: torch.device, settings: TrainSettings):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=settings.amp and device.type == "cuda")
+
+
+def prepare_model(model: nn.Module, device: torch.device, settings: TrainSettings) -> nn.Module:
+    """Move the model to the device; on CUDA switch to channels_last when asked."""
+    model = model.to(device)
+    if settings.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        model.channels_last = True
+    return model
+
+
+def _bar(iterable, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False)
+
