@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from lib.models import build_model
-from lib.runs import CHECKPOINT, is_done, load_checkpoint
+from lib.runs import CHECKPOINT, is_done, load_checkpoint, model_key
 from lib.training import DeviceImages, TrainSettings, predict_logits
-
-FOLD_SEED = re.compile(r"fold(\d+)_seed(\d+)$")
-
 
 def pick_device(device: str = "auto") -> torch.device:
     """"auto": CUDA when present, else CPU; otherwise the named device."""
@@ -32,15 +28,6 @@ def load_run_model(run_dir: Path, device: torch.device) -> tuple[torch.nn.Module
     model.width_offsets = tuple(config["tta_offsets"])
     model.load_state_dict(state)
     return model.to(device).eval(), config
-
-
-def model_key(run_dir: Path) -> str:
-    """The model a fold belongs to: runs/<name>/<backbone>/fold<k>_seed<s> -> <name>/<backbone>/
-    seed<s>; the folds of one model share it."""
-    run_dir = Path(run_dir)
-    match = FOLD_SEED.search(run_dir.name)
-    seed = f"seed{match.group(2)}" if match else run_dir.name
-    return f"{run_dir.parent.parent.name}/{run_dir.parent.name}/{seed}"
 
 
 def predict_runs(run_dirs: list[Path], images: np.ndarray, derivatized: np.ndarray, *,

@@ -154,3 +154,24 @@ def learning_curves(history: pd.DataFrame, best_epoch: int) -> plt.Figure:
     rates.set_ylabel("learning rate at epoch start")
     fig.tight_layout()
     return fig
+
+
+def selection_traces(grow: list[tuple[int, float]], remove: list[tuple[int, float]]
+                     ) -> plt.Figure:
+    """Selection score against the number of runs for grow-by-one and remove-by-one.
+
+    grow, remove: (number of runs, score) per step, as the ensemble functions trace them.
+    """
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for name, trace, style in (("grow-by-one", grow, "o-"), ("remove-by-one", remove, "s-")):
+        if trace:
+            sizes, scores = zip(*trace)
+            ax.plot(sizes, scores, style, label=name)
+            best = int(np.argmin(scores))
+            ax.plot(sizes[best], scores[best], "k*", ms=12)
+    ax.set_xlabel("runs in the ensemble")
+    ax.set_ylabel("selection score (OOF loss)")
+    ax.legend()
+    ax.set_title("Greedy selection (star: best set)")
+    fig.tight_layout()
+    return fig

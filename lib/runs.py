@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from lib.ensemble import sigmoid
 from lib.files import atomic_write_csv, atomic_write_text
 from lib.paths import REPO_ROOT, project_path
 from lib.schema import LABELS
@@ -27,6 +30,7 @@ CHECKPOINT = "checkpoint.pt"
 OOF_LOGITS = "oof_logits.csv"
 TEST_LOGITS = "test_logits.csv"
 METRICS = "metrics.json"
+FOLD_DIR = re.compile(r"^fold(\d+)_seed(\d+)$")
 
 
 class RunFinishedError(RuntimeError):
@@ -96,9 +100,31 @@ def write_metrics(run_dir: Path, metrics: dict) -> None:
     atomic_write_text(run_dir / METRICS, json.dumps(metrics, indent=2, default=_jsonable))
 
 
+def read_logits(path: Path) -> pd.DataFrame:
+    """A logits CSV written by write_predictions -> DataFrame indexed by sample_id."""
+    frame = pd.read_csv(path, dtype={"sample_id": str}).set_index("sample_id")
+    if list(frame.columns) != list(LABELS):
+        raise ValueError(f"{path}: expected columns sample_id + {list(LABELS)}")
+    return frame
+
+
+def read_metrics(run_dir: Path) -> dict:
+    """A run's metrics.json."""
+    return json.loads((Path(run_dir) / METRICS).read_text())
+
+
 def mark_done(run_dir: Path) -> None:
     """Write DONE: the only proof that the run finished. Call it last."""
     atomic_write_text(run_dir / DONE, "")
+
+
+def model_key(run_dir: Path) -> str:
+    """The model a fold belongs to: runs/<name>/<backbone>/fold<k>_seed<s> -> <name>/<backbone>/
+    seed<s>; the folds of one model share it."""
+    run_dir = Path(run_dir)
+    match = FOLD_DIR.search(run_dir.name)
+    seed = f"seed{match.group(2)}" if match else run_dir.name
+    return f"{run_dir.parent.parent.name}/{run_dir.parent.name}/{seed}"
 
 
 def is_done(run_dir: Path) -> bool:
@@ -118,6 +144,74 @@ def environment_info() -> dict:
             "timm": timm.__version__, "numpy": np.__version__, "pandas": pd.__version__,
             "git_commit": commit,
             "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+@dataclass
+class CollectedModels:
+    """Finished models ready for the ensemble.
+
+    names: (R,) model keys (<name>/<backbone>/seed<s>), sorted; oof_probs: (R, n_train, 9)
+    OOF probabilities in ``train_ids`` order; test_probs: (R, n_test, 9) mean over folds of the
+    test probabilities in ``test_ids`` order; problems: one line per model left out and why.
+    """
+
+    names: list[str]
+    oof_probs: np.ndarray
+    test_probs: np.ndarray
+    problems: list[str]
+
+
+def collect_models(run_dirs: list[Path], folds: pd.DataFrame, test_ids: list[str]
+                   ) -> CollectedModels:
+    """Group finished run folders into models (all folds of one name/backbone/seed) and
+    assemble each model's predictions by sample_id.
+
+    folds: sample_id, fold of every train sample (the OOF predictions must cover each fold
+    exactly); test_ids: the val + test ids every run must predict. A model with a missing,
+    unfinished or mismatching fold is left out and reported in ``problems``, never silently.
+    """
+    by_model: dict[str, dict[int, Path]] = {}
+    for run_dir in run_dirs:
+        match = FOLD_DIR.search(Path(run_dir).name)
+        if match:
+            by_model.setdefault(model_key(run_dir), {})[int(match.group(1))] = Path(run_dir)
+    train_ids = folds["sample_id"].tolist()
+    fold_ids = {k: set(g["sample_id"]) for k, g in folds.groupby("fold")}
+    names, oof_list, test_list, problems = [], [], [], []
+    for name in sorted(by_model):
+        try:
+            oof, test = _assemble_model(by_model[name], fold_ids, train_ids, test_ids)
+        except ValueError as error:
+            problems.append(f"{name}: left out: {error}")
+            continue
+        names.append(name)
+        oof_list.append(oof)
+        test_list.append(test)
+    shape = (0, 0, len(LABELS))
+    return CollectedModels(names, np.stack(oof_list) if oof_list else np.zeros(shape),
+                           np.stack(test_list) if test_list else np.zeros(shape), problems)
+
+
+def _assemble_model(fold_dirs: dict[int, Path], fold_ids: dict[int, set], train_ids: list[str],
+                    test_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    missing = sorted(set(fold_ids) - set(fold_dirs))
+    if missing:
+        raise ValueError(f"no run folder for fold(s) {missing}")
+    unfinished = [k for k, d in sorted(fold_dirs.items()) if not is_done(d)]
+    if unfinished:
+        raise ValueError(f"fold(s) {unfinished} not finished (no DONE)")
+    oof_parts, test_probs = [], []
+    for k in sorted(fold_ids):
+        oof = read_logits(fold_dirs[k] / OOF_LOGITS)
+        if set(oof.index) != fold_ids[k] or len(oof) != len(fold_ids[k]):
+            raise ValueError(f"fold {k}: OOF sample ids differ from the folds file's fold {k}")
+        test = read_logits(fold_dirs[k] / TEST_LOGITS)
+        if sorted(test.index) != sorted(test_ids) or len(test) != len(test_ids):
+            raise ValueError(f"fold {k}: test sample ids differ from the data's val + test ids")
+        oof_parts.append(oof)
+        test_probs.append(sigmoid(test.loc[test_ids].to_numpy(dtype=np.float64)))
+    oof_logits = pd.concat(oof_parts).loc[train_ids].to_numpy(dtype=np.float64)
+    return sigmoid(oof_logits), np.mean(test_probs, axis=0)
 
 
 def _jsonable(value):

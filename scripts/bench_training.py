@@ -1,0 +1,83 @@
+"""Training and inference throughput of one backbone on one device, through the real code path
+(lib.training.fit and predict_logits on random images held on the device).
+
+    python scripts/bench_training.py --backbone resnet34 --head cls3 --device auto
+    python scripts/bench_training.py --backbone hrnet_w64 --no-amp --no-channels-last
+
+Prints one JSON line: training samples/s (the last epoch, after warm-up), inference samples/s
+(eval forward = five time widths), and the settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from lib.inference import pick_device
+from lib.models import build_model
+from lib.training import DeviceImages, TrainSettings, fit, predict_logits, prepare_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="resnet34")
+    parser.add_argument("--head", default="cls3", choices=["cls3", "flatM"])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--samples", type=int, default=128, help="training samples per epoch")
+    parser.add_argument("--epochs", type=int, default=2, help="the last one is timed")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--eval-batch-size", type=int, default=32)
+    parser.add_argument("--m-bins", type=int, default=256)
+    parser.add_argument("--t-bins", type=int, default=192)
+    parser.add_argument("--no-amp", dest="amp", action="store_false")
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    args = parser.parse_args()
+
+    device = pick_device(args.device)
+    rng = np.random.default_rng(0)
+    n = args.samples
+    images = (rng.random((n, args.m_bins, args.t_bins), dtype=np.float32) ** 16)
+    images /= images.max(axis=(1, 2), keepdims=True)
+    labels = (rng.random((n, 9)) < 0.2).astype(np.float32)
+    data = DeviceImages(images, rng.integers(0, 2, n), device)
+    settings = TrainSettings(norm="mass", transform="log", mixup_prob=0.1, epochs=args.epochs,
+                             warmup_epochs=0, batch_size=args.batch_size,
+                             eval_batch_size=args.eval_batch_size, amp=args.amp,
+                             channels_last=args.channels_last)
+    torch.manual_seed(0)
+    model = prepare_model(build_model(args.backbone, args.head, m_bins=args.m_bins), device,
+                          settings)
+    oof = np.arange(min(n, args.eval_batch_size))
+    result = fit(model, data, train_index=np.arange(n), train_labels=labels, oof_index=oof,
+                 oof_labels=labels[oof], test_index=oof, settings=settings, seed=0,
+                 progress=False)
+    last = result.history[-1]
+    train_rate = (n // args.batch_size) * args.batch_size / last["train_seconds"]
+
+    predict_logits(model, data, oof, settings)  # warm-up
+    _sync(device)
+    started = time.perf_counter()
+    predict_logits(model, data, np.arange(n), settings)
+    _sync(device)
+    infer_rate = n / (time.perf_counter() - started)
+    print(json.dumps(dict(
+        backbone=args.backbone, head=args.head, device=str(device),
+        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        amp_bf16=args.amp and device.type == "cuda",
+        channels_last=args.channels_last and device.type == "cuda",
+        batch_size=args.batch_size, image=[args.m_bins, args.t_bins],
+        train_samples_per_s=round(train_rate, 1), infer_samples_per_s_tta5=round(infer_rate, 1),
+        torch_threads=torch.get_num_threads())))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+if __name__ == "__main__":
+    main()

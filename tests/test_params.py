@@ -1,0 +1,50 @@
+"""Every params file sets only parameters its notebook has; plans point at real params files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import papermill as pm
+import pytest
+import yaml
+
+from lib.paths import REPO_ROOT
+
+PARAMS = sorted((REPO_ROOT / "params").glob("*.yaml"))
+PLANS = sorted((REPO_ROOT / "params" / "plans").glob("*.yaml"))
+TRAIN_PARAMETERS = set(pm.inspect_notebook(str(REPO_ROOT / "notebooks" / "03_train.ipynb")))
+
+
+def test_there_are_params_for_every_reference_configuration():
+    names = {p.stem for p in PARAMS}
+    for stage in ("3a", "3c"):
+        for config in ("302_cls3_normM", "303_cls3_normT", "304_cls3_normM_mix01",
+                       "307_cls3_normT_mix01", "313_flatM_normT_mix01"):
+            assert f"{stage}_{config}" in names
+    assert {"hrnet_s3", "demo"} <= names
+
+
+@pytest.mark.parametrize("path", PARAMS, ids=lambda p: p.name)
+def test_params_keys_are_notebook_parameters(path: Path):
+    values = yaml.safe_load(path.read_text())
+    unknown = set(values) - TRAIN_PARAMETERS
+    assert not unknown, f"{path.name}: not parameters of 03_train.ipynb: {sorted(unknown)}"
+    assert values["name"] == path.stem
+
+
+@pytest.mark.parametrize("path", PLANS, ids=lambda p: p.name)
+def test_plans_reference_existing_params(path: Path):
+    plan = yaml.safe_load(path.read_text())
+    assert plan["runs"]
+    for run in plan["runs"]:
+        assert set(run) == {"params", "backbone", "seed"}
+        assert (REPO_ROOT / "params" / run["params"]).is_file()
+
+
+def test_final_plan_is_the_reference_submission():
+    plan = yaml.safe_load((REPO_ROOT / "params" / "plans" / "final16.yaml").read_text())
+    runs = [(r["params"][:-5], r["backbone"].split(".")[0], r["seed"]) for r in plan["runs"]]
+    assert len(runs) == 16 and len(set(runs)) == 16
+    assert ("3a_313_flatM_normT_mix01", "regnetx_320", 5) in runs
+    assert ("3c_307_cls3_normT_mix01", "dpn98", 9) in runs
+    assert plan["folds"] == [0, 1, 2, 3, 4]

@@ -1,0 +1,119 @@
+"""Run folders: where they are, refusal to overwrite finished runs, checkpoints, predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lib import runs
+from lib.models import build_model
+from lib.paths import REPO_ROOT
+
+
+def test_run_dir_resolution(tmp_path):
+    assert runs.resolve_run_dir("", None, "hrnet_s3", "hrnet_w64.ms_in1k", 0, 3) == (
+        REPO_ROOT / "runs" / "hrnet_s3" / "hrnet_w64" / "fold0_seed3")
+    executed = tmp_path / "x" / "03_train.ipynb"
+    assert runs.resolve_run_dir("", str(executed), "n", "b", 0, 0) == executed.parent
+    assert runs.resolve_run_dir(str(tmp_path / "r"), str(executed), "n", "b", 0, 0) == tmp_path / "r"
+
+
+def test_start_run_refuses_finished_and_clears_interrupted(tmp_path):
+    run_dir = tmp_path / "run"
+    runs.start_run(run_dir)
+    (run_dir / runs.OOF_LOGITS).write_text("partial")
+    (run_dir / "03_train.ipynb").write_text("{}")
+    runs.start_run(run_dir)  # an interrupted run: its leftovers go, the notebook stays
+    assert not (run_dir / runs.OOF_LOGITS).exists() and (run_dir / "03_train.ipynb").exists()
+    (run_dir / runs.OOF_LOGITS).write_text("finished")
+    runs.mark_done(run_dir)
+    with pytest.raises(runs.RunFinishedError, match="holds a finished run"):
+        runs.start_run(run_dir)
+    assert (run_dir / runs.OOF_LOGITS).read_text() == "finished"
+
+
+def test_checkpoint_round_trip_with_weights_only(tmp_path):
+    model = build_model("test_efficientnet", "flatM", m_bins=64)
+    config = dict(backbone="test_efficientnet", head="flatM", m_bins=64, t_bins=96,
+                  norm="time", transform="log1p", tta_offsets=[-32, 0, 32])
+    path = tmp_path / runs.CHECKPOINT
+    runs.save_checkpoint(path, model.state_dict(), config)
+    state, loaded_config = runs.load_checkpoint(path)
+    assert loaded_config == config
+    fresh = build_model("test_efficientnet", "flatM", m_bins=64)
+    fresh.load_state_dict(state)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[key], value)
+
+
+def test_predictions_and_metrics_files(tmp_path):
+    logits = np.arange(18, dtype=np.float32).reshape(2, 9) / 7
+    runs.write_predictions(tmp_path, runs.label_frame(["S1", "S0"], logits),
+                           runs.label_frame(["S2"], logits[:1]))
+    runs.write_metrics(tmp_path, {"best_oof_loss": np.float64(0.25)})
+    oof = runs.read_logits(tmp_path / runs.OOF_LOGITS)
+    assert oof.index.tolist() == ["S1", "S0"]
+    np.testing.assert_allclose(oof.to_numpy(), logits, atol=1e-6)
+    metrics = runs.read_metrics(tmp_path)
+    assert metrics["best_oof_loss"] == 0.25 and "torch" in metrics["environment"]
+    assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+
+
+def test_model_key_groups_folds():
+    assert runs.model_key(REPO_ROOT / "runs/demo/resnet18/fold3_seed1") == "demo/resnet18/seed1"
+
+
+def fake_model_runs(root, name, folds, test_ids, rng, *, order=None, skip_done=()):
+    """Run folders of one model with random logits; returns the true OOF logits by id."""
+    truth = {}
+    for k in order or sorted(folds["fold"].unique()):
+        run_dir = root / name / "net" / f"fold{k}_seed0"
+        run_dir.mkdir(parents=True)
+        ids = folds.loc[folds["fold"] == k, "sample_id"].tolist()
+        logits = rng.normal(size=(len(ids), 9))
+        truth.update(zip(ids, logits))
+        shuffled = rng.permutation(len(test_ids))
+        runs.write_predictions(run_dir, runs.label_frame(ids[::-1], logits[::-1]),
+                               runs.label_frame(np.array(test_ids)[shuffled],
+                                                np.full((len(test_ids), 9), float(k))))
+        if k not in skip_done:
+            runs.mark_done(run_dir)
+    return truth
+
+
+def folds_table(n=12, k=3):
+    return pd.DataFrame({"sample_id": [f"S{i:04d}" for i in range(n)],
+                         "fold": [i % k for i in range(n)]})
+
+
+def test_collect_models_aligns_by_sample_id(tmp_path):
+    rng = np.random.default_rng(0)
+    folds, test_ids = folds_table(), ["S0100", "S0101"]
+    truth = fake_model_runs(tmp_path, "a", folds, test_ids, rng, order=[2, 0, 1])
+    run_dirs = sorted((tmp_path / "a" / "net").iterdir(), reverse=True)
+    collected = runs.collect_models(run_dirs, folds, test_ids)
+    assert collected.names == ["a/net/seed0"] and not collected.problems
+    expected = 1 / (1 + np.exp(-np.stack([truth[s] for s in folds["sample_id"]])))
+    np.testing.assert_allclose(collected.oof_probs[0], expected, rtol=1e-5)
+    # test probabilities: mean over folds of sigmoid(k), in test_ids order
+    mean = np.mean([1 / (1 + np.exp(-k)) for k in range(3)])
+    np.testing.assert_allclose(collected.test_probs[0], mean, rtol=1e-6)
+
+
+def test_collect_models_refuses_incomplete_models(tmp_path):
+    rng = np.random.default_rng(1)
+    folds, test_ids = folds_table(), ["S0100", "S0101"]
+    fake_model_runs(tmp_path, "good", folds, test_ids, rng)
+    fake_model_runs(tmp_path, "missing", folds, test_ids, rng, order=[0, 1])
+    fake_model_runs(tmp_path, "unfinished", folds, test_ids, rng, skip_done=(1,))
+    fake_model_runs(tmp_path, "other_ids", folds, ["S0100", "S0999"], rng)
+    run_dirs = sorted(tmp_path.glob("*/net/fold*"))
+    collected = runs.collect_models(run_dirs, folds, test_ids)
+    assert collected.names == ["good/net/seed0"]
+    problems = "\n".join(collected.problems)
+    assert "missing/net/seed0: left out: no run folder for fold(s) [2]" in problems
+    assert "unfinished/net/seed0: left out: fold(s) [1] not finished" in problems
+    assert "other_ids/net/seed0: left out: fold 0: test sample ids differ" in problems
+    assert collected.oof_probs.shape == (1, 12, 9)
