@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from lib.dataset import DataError, read_sample
+from lib.files import atomic_path
 from lib.schema import HELIUM_MASS
 
 NORMS = ("none", "mass", "time")
@@ -164,9 +165,9 @@ def cache_fingerprint(metadata: pd.DataFrame, m_bins: int, t_bins: int) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def cache_path(cache_dir: str | Path, dataset_name: str, m_bins: int, t_bins: int) -> Path:
-    """Where the image cache of a dataset and key lives."""
-    return Path(cache_dir) / f"images_{dataset_name}_m{m_bins}_t{t_bins}.npz"
+def cache_path(folder: str | Path, m_bins: int, t_bins: int, kind: str = "images") -> Path:
+    """Where an image cache of one key lives: folder/<kind>_m<m_bins>_t<t_bins>.npz."""
+    return Path(folder) / f"{kind}_m{m_bins}_t{t_bins}.npz"
 
 
 def build_image_cache(metadata: pd.DataFrame, path: str | Path, *, m_bins: int = 256,
@@ -200,11 +201,8 @@ def build_image_cache(metadata: pd.DataFrame, path: str | Path, *, m_bins: int =
         "nan_counts": np.array([n for _, n in results], dtype=np.int64),
         "fingerprint": np.array(fingerprint),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "wb") as handle:
+    with atomic_path(path) as partial, open(partial, "wb") as handle:
         np.savez(handle, **arrays)
-    os.replace(partial, path)
     return arrays
 
 

@@ -11,6 +11,7 @@ from lib.models import build_model
 from lib.runs import CHECKPOINT, is_done, load_checkpoint, model_key
 from lib.training import DeviceImages, TrainSettings, predict_logits
 
+
 def pick_device(device: str = "auto") -> torch.device:
     """"auto": CUDA when present, else CPU; otherwise the named device."""
     if device == "auto":

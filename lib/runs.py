@@ -9,7 +9,6 @@ written atomically, so a crash leaves no DONE and no file that looks finished.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 import subprocess
@@ -21,7 +20,7 @@ import pandas as pd
 import torch
 
 from lib.ensemble import sigmoid
-from lib.files import atomic_write_csv, atomic_write_text
+from lib.files import atomic_path, atomic_write_csv, atomic_write_text
 from lib.paths import REPO_ROOT, project_path
 from lib.schema import LABELS
 
@@ -77,9 +76,8 @@ def label_frame(sample_ids, values: np.ndarray) -> pd.DataFrame:
 def save_checkpoint(path: Path, state_dict: dict, config: dict) -> None:
     """torch.save({"model": state_dict, "config": config}) atomically; loadable with
     weights_only=True (config holds only str, int, float, bool and lists of them)."""
-    partial = path.with_name(f".{path.name}.partial")
-    torch.save({"model": state_dict, "config": config}, partial)
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        torch.save({"model": state_dict, "config": config}, partial)
 
 
 def load_checkpoint(path: Path) -> tuple[dict, dict]:

@@ -172,7 +172,8 @@ def fit(model: nn.Module, data: DeviceImages, *, train_index: np.ndarray,
         train_labels: np.ndarray, oof_index: np.ndarray, oof_labels: np.ndarray,
         test_index: np.ndarray, settings: TrainSettings, seed: int,
         progress: bool = True) -> FitResult:
-    """Train ``model`` (already on data.device, see prepare_model) and return the best-OOF-epoch predictions.
+    """Train ``model`` (already on data.device, see prepare_model); return the predictions of
+    the epoch with the best OOF loss.
 
     train_index (n_train,), oof_index (n_oof,), test_index (n_test,): rows of ``data``;
     train_labels (n_train, 9) and oof_labels (n_oof, 9): 0/1. After every epoch the OOF loss

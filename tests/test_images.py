@@ -11,8 +11,14 @@ import pytest
 
 import lib.images as images
 from lib.dataset import DataError, load_competition
-from lib.images import (build_image_cache, cache_path, model_input, sample_image,
-                        sample_image_pandas, two_channel)
+from lib.images import (
+    build_image_cache,
+    cache_path,
+    model_input,
+    sample_image,
+    sample_image_pandas,
+    two_channel,
+)
 
 NORMS = ("none", "mass", "time")
 TRANSFORMS = ("log", "log1p")
@@ -125,7 +131,7 @@ def test_two_channel_batch():
 
 def test_cache_builds_reuses_and_rebuilds(competition_dir, tmp_path, monkeypatch):
     data = load_competition(competition_dir)
-    path = cache_path(tmp_path / "cache", "mini", 32, 16)
+    path = cache_path(tmp_path / "cache", 32, 16)
     calls = []
     render = images._render_one
     monkeypatch.setattr(images, "_render_one", lambda job: calls.append(job) or render(job))

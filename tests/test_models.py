@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lib.models import (WeightsNotFoundError, add_positional_channels, build_model,
-                        count_parameters, find_weights, resize_time, tta_widths)
+from lib.models import (
+    WeightsNotFoundError,
+    add_positional_channels,
+    build_model,
+    count_parameters,
+    find_weights,
+    resize_time,
+    tta_widths,
+)
 
 TINY = "test_efficientnet"
 

@@ -17,7 +17,8 @@ def test_run_dir_resolution(tmp_path):
         REPO_ROOT / "runs" / "hrnet_s3" / "hrnet_w64" / "fold0_seed3")
     executed = tmp_path / "x" / "03_train.ipynb"
     assert runs.resolve_run_dir("", str(executed), "n", "b", 0, 0) == executed.parent
-    assert runs.resolve_run_dir(str(tmp_path / "r"), str(executed), "n", "b", 0, 0) == tmp_path / "r"
+    given = runs.resolve_run_dir(str(tmp_path / "r"), str(executed), "n", "b", 0, 0)
+    assert given == tmp_path / "r"
 
 
 def test_start_run_refuses_finished_and_clears_interrupted(tmp_path):

@@ -10,9 +10,19 @@ import torch
 
 import lib.images as np_images
 from lib.models import build_model
-from lib.training import (DeviceImages, NonFiniteLossError, TrainSettings, fit,
-                          intensity_transform, lr_factor, mixup, normalize_axis,
-                          predict_logits, smooth_labels, two_channel)
+from lib.training import (
+    DeviceImages,
+    NonFiniteLossError,
+    TrainSettings,
+    fit,
+    intensity_transform,
+    lr_factor,
+    mixup,
+    normalize_axis,
+    predict_logits,
+    smooth_labels,
+    two_channel,
+)
 
 TINY = "test_efficientnet"
 

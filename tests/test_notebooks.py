@@ -1,0 +1,102 @@
+"""The notebooks, executed headless through papermill on tiny synthetic data (smoke tests that
+check what each notebook leaves behind)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import uuid
+
+import nbformat
+import numpy as np
+import pandas as pd
+import papermill as pm
+import pytest
+
+from lib.paths import REPO_ROOT
+from lib.runs import is_done, read_logits, read_metrics
+from lib.synthetic import generate
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+TINY_RUN = dict(backbone="test_efficientnet", m_bins=64, t_bins=96, tta_offsets=[-32, 0, 32],
+                epochs=2, batch_size=4, lr=1e-3, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("notebooks")
+    data_dir = generate(root / "data", profile="tiny", seed=0)
+    return dict(root=root, data_dir=str(data_dir), cache_dir=str(root / "cache"))
+
+
+def execute(name: str, out, **parameters):
+    pm.execute_notebook(str(NOTEBOOKS / name), str(out), parameters=parameters,
+                        kernel_name="python3", progress_bar=False)
+    return nbformat.read(out, as_version=4)
+
+
+def test_notebooks_have_no_outputs():
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        cells = nbformat.read(path, as_version=4).cells
+        assert not any(c.get("outputs") or c.get("execution_count") for c in cells
+                       if c.cell_type == "code"), f"{path.name} is committed with outputs"
+        assert any("parameters" in c.metadata.get("tags", []) for c in cells), path.name
+
+
+def test_eda_and_preprocess(workspace):
+    root = workspace["root"]
+    eda = execute("01_eda.ipynb", root / "01.ipynb", data_dir=workspace["data_dir"],
+                  run_length_samples=5)
+    figures = sum("image/png" in o.get("data", {}) for c in eda.cells for o in c.get("outputs", []))
+    assert figures >= 8
+    execute("02_preprocess.ipynb", root / "02.ipynb", data_dir=workspace["data_dir"],
+            cache_dir=workspace["cache_dir"], image_sizes=[[64, 96]], workers=1)
+    work = root / "cache" / "data"
+    folds = pd.read_csv(work / "folds.csv")
+    assert len(folds) == 24 and set(folds["fold"]) == {0, 1, 2, 3, 4}
+    assert (work / "images_m64_t96.npz").is_file()
+
+
+@pytest.fixture(scope="module")
+def trained_run(workspace):
+    """The README's papermill command (a run folder under runs/ that papermill must create)."""
+    name = f"pytest_{uuid.uuid4().hex[:8]}"
+    relative = f"runs/{name}/test_efficientnet/fold1_seed3/03_train.ipynb"
+    command = [sys.executable, "-m", "papermill", "notebooks/03_train.ipynb", relative,
+               "-p", "name", name, "-p", "fold", "1", "-p", "seed", "3",
+               "-p", "data_dir", workspace["data_dir"], "-p", "cache_dir", workspace["cache_dir"],
+               "-y", json.dumps(TINY_RUN), "--kernel", "python3",
+               "--no-progress-bar"]
+    subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True)
+    yield REPO_ROOT / relative
+    shutil.rmtree(REPO_ROOT / "runs" / name)
+
+
+def test_train_notebook_leaves_a_finished_run_folder(trained_run, workspace):
+    run_dir = trained_run.parent
+    assert is_done(run_dir)
+    assert {p.name for p in run_dir.iterdir()} >= {
+        "03_train.ipynb", "checkpoint.pt", "oof_logits.csv", "test_logits.csv", "metrics.json",
+        "learning_curve.png", "DONE"}
+    metrics = read_metrics(run_dir)
+    assert metrics["parameters"]["fold"] == 1 and metrics["parameters"]["seed"] == 3
+    assert len(metrics["history"]) == 2 and metrics["best_epoch"] in (1, 2)
+    assert metrics["environment"]["torch"]
+    oof, test = read_logits(run_dir / "oof_logits.csv"), read_logits(run_dir / "test_logits.csv")
+    folds = pd.read_csv(f"{workspace['cache_dir']}/data/folds.csv")
+    assert sorted(oof.index) == sorted(folds.loc[folds["fold"] == 1, "sample_id"])
+    assert len(test) == 12 and np.isfinite(test.to_numpy()).all()
+
+
+def test_predict_notebook_reproduces_the_run(trained_run, workspace):
+    run_dir = trained_run.parent
+    out_csv = workspace["root"] / "predictions.csv"
+    execute("04_predict.ipynb", workspace["root"] / "04.ipynb",
+            runs_glob=str(run_dir), data_dir=workspace["data_dir"],
+            cache_dir=workspace["cache_dir"], output_csv=str(out_csv), device="cpu")
+    predicted = pd.read_csv(out_csv).set_index("sample_id")
+    logits = read_logits(run_dir / "test_logits.csv").loc[predicted.index]
+    np.testing.assert_allclose(predicted.to_numpy(), 1 / (1 + np.exp(-logits.to_numpy())),
+                               atol=1e-5)
