@@ -11,14 +11,23 @@ SYNTH_DIR := data/synthetic_small
 DATA_DIR ?= $(SYNTH_DIR)
 PROFILE ?= small
 SEED ?= 0
-CACHE_DIR ?= cache
-REPORTS ?= reports
 CHECK_MD5 ?= True
+PLAN ?= params/plans/demo.yaml
+WORKERS ?= 2
 
-PAPERMILL := $(BIN)/papermill --kernel python3 --log-level WARNING
 DATA_ABS = $(abspath $(DATA_DIR))
+DATASET = $(notdir $(DATA_ABS))
+META = $(DATA_DIR)/metadata.csv
+CACHE_DIR ?= cache
+RUNS_DIR ?= runs/$(DATASET)
+REPORTS ?= reports/$(DATASET)
+ENSEMBLE_DIR = $(RUNS_DIR)/ensembles/$(basename $(notdir $(PLAN)))
+SWEEP_STAMP = $(RUNS_DIR)/.sweep_$(basename $(notdir $(PLAN)))
+EXECUTED = $(REPORTS)/notebooks
+LIB = $(wildcard lib/*.py)
+PAPERMILL = $(BIN)/papermill --kernel python3 --log-level WARNING
 
-.PHONY: setup data eda preprocess demo test lint lab clean
+.PHONY: setup data demo report test lint lab clean FORCE
 
 setup: $(STAMP)
 
@@ -29,26 +38,40 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # The built-in synthetic data is generated once; any other DATA_DIR must already exist.
-data: setup
-	@if [ -f "$(DATA_DIR)/metadata.csv" ]; then echo "data: $(DATA_ABS)"; \
-	elif [ "$(DATA_DIR)" = "$(SYNTH_DIR)" ]; then \
+$(META): | $(STAMP)
+	@if [ "$(DATA_DIR)" = "$(SYNTH_DIR)" ]; then \
 	  $(BIN)/python -m lib.synthetic $(DATA_DIR) --profile $(PROFILE) --seed $(SEED); \
 	else echo "error: $(DATA_ABS)/metadata.csv not found (DATA_DIR must be a competition folder)"; exit 1; fi
 
-eda: data
-	@mkdir -p $(REPORTS)/notebooks
-	$(PAPERMILL) notebooks/01_eda.ipynb $(REPORTS)/notebooks/01_eda.ipynb -p data_dir $(DATA_ABS)
-	$(BIN)/jupyter nbconvert --log-level WARN --to html --output-dir $(REPORTS) $(REPORTS)/notebooks/01_eda.ipynb
+data: $(META)
 
-preprocess: data
-	@mkdir -p $(REPORTS)/notebooks
-	$(PAPERMILL) notebooks/02_preprocess.ipynb $(REPORTS)/notebooks/02_preprocess.ipynb \
-	  -p data_dir $(DATA_ABS) -p cache_dir $(abspath $(CACHE_DIR)) -p check_md5 $(CHECK_MD5)
-	$(BIN)/jupyter nbconvert --log-level WARN --to html --output-dir $(REPORTS) $(REPORTS)/notebooks/02_preprocess.ipynb
+$(EXECUTED)/01_eda.ipynb: notebooks/01_eda.ipynb $(META) $(LIB) | $(STAMP)
+	@mkdir -p $(EXECUTED)
+	$(PAPERMILL) notebooks/01_eda.ipynb $@ -p data_dir $(DATA_ABS)
+
+$(EXECUTED)/02_preprocess.ipynb: notebooks/02_preprocess.ipynb $(META) $(LIB) | $(STAMP)
+	@mkdir -p $(EXECUTED)
+	$(PAPERMILL) notebooks/02_preprocess.ipynb $@ -p data_dir $(DATA_ABS) \
+	  -p cache_dir $(abspath $(CACHE_DIR)) -p check_md5 $(CHECK_MD5)
+
+# Every run of the plan on every fold; finished runs are skipped. The stamp changes only when
+# a run finished, so the ensemble is recomputed only then.
+$(SWEEP_STAMP): $(EXECUTED)/02_preprocess.ipynb FORCE
+	$(BIN)/python -m lib.sweep $(PLAN) --workers $(WORKERS) --data-dir $(DATA_ABS) \
+	  --cache-dir $(abspath $(CACHE_DIR)) --runs-dir $(abspath $(RUNS_DIR)) --stamp $@
+
+$(EXECUTED)/05_ensemble.ipynb: notebooks/05_ensemble.ipynb $(SWEEP_STAMP) $(LIB) | $(STAMP)
+	@mkdir -p $(EXECUTED)
+	$(PAPERMILL) notebooks/05_ensemble.ipynb $@ -p plan $(PLAN) -p runs_dir $(abspath $(RUNS_DIR)) \
+	  -p data_dir $(DATA_ABS) -p cache_dir $(abspath $(CACHE_DIR)) -p output_dir $(abspath $(ENSEMBLE_DIR))
+
+report: $(EXECUTED)/01_eda.ipynb $(EXECUTED)/02_preprocess.ipynb $(EXECUTED)/05_ensemble.ipynb
+	$(BIN)/python -m lib.reports --reports $(REPORTS) --plan $(PLAN) --runs-dir $(RUNS_DIR) \
+	  --ensemble-dir $(ENSEMBLE_DIR)
 
 # The main job on the data in DATA_DIR (default: the built-in synthetic data).
-demo: eda preprocess
-	@echo "reports: $(abspath $(REPORTS))/01_eda.html $(abspath $(REPORTS))/02_preprocess.html"
+demo: report
+	@echo "submission: $(abspath $(ENSEMBLE_DIR))/submission.csv"
 
 test: setup
 	$(BIN)/ruff check lib tests scripts
@@ -61,4 +84,6 @@ lab: setup
 	$(BIN)/jupyter lab notebooks
 
 clean:
-	rm -rf $(REPORTS) $(CACHE_DIR)
+	rm -rf $(REPORTS) $(CACHE_DIR)/$(DATASET)
+
+FORCE:

@@ -105,10 +105,11 @@ def worker_environment(worker: int, n_workers: int, n_gpus: int) -> dict[str, st
 
 def execute_run(spec: RunSpec, overrides: dict, env: dict[str, str]) -> tuple[str, str]:
     """Run one spec through papermill unless finished. Returns (status, detail) with status
-    "done" (already finished), "ran", "failed" or "busy" (another sweep holds it)."""
+    "done" (already finished), "ran", "failed", "busy" (another sweep holds it) or "stale"
+    (finished on another data folder: left as it is, and reported)."""
     run_dir = spec.run_dir
     if is_done(run_dir):
-        return "done", ""
+        return _finished_status(run_dir, overrides)
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = open(run_dir / ".lock", "w")
     try:
@@ -118,7 +119,7 @@ def execute_run(spec: RunSpec, overrides: dict, env: dict[str, str]) -> tuple[st
         return "busy", "another sweep is running it"
     try:
         if is_done(run_dir):
-            return "done", ""
+            return _finished_status(run_dir, overrides)
         (run_dir / FAILED).unlink(missing_ok=True)
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
             yaml.safe_dump(run_parameters(spec, overrides), handle)
@@ -204,12 +205,21 @@ def main(argv: list[str] | None = None) -> int:
                         progress=not args.no_progress)
     print(summary_table(results))
     counts = {s: sum(1 for _, status, _ in results if status == s)
-              for s in ("ran", "done", "failed", "busy")}
+              for s in ("ran", "done", "failed", "busy", "stale")}
     print(f"{len(results)} runs: {counts['ran']} ran, {counts['done']} already finished, "
-          f"{counts['failed']} failed, {counts['busy']} busy elsewhere")
+          f"{counts['failed']} failed, {counts['busy']} busy elsewhere, "
+          f"{counts['stale']} finished on other data")
     if args.stamp and (counts["ran"] or not Path(args.stamp).exists()):
         atomic_write_text(args.stamp, f"{time.time()}\n")
-    return 1 if counts["failed"] or counts["busy"] else 0
+    return 1 if counts["failed"] or counts["busy"] or counts["stale"] else 0
+
+
+def _finished_status(run_dir: Path, overrides: dict) -> tuple[str, str]:
+    used = read_metrics(run_dir)["parameters"].get("data_dir")
+    wanted = overrides.get("data_dir")
+    if wanted and used and project_path(used).resolve() != project_path(wanted).resolve():
+        return "stale", f"finished on {used}, not {wanted}: use another --runs-dir"
+    return "done", ""
 
 
 def _error_summary(stderr: str) -> str:

@@ -101,7 +101,8 @@ def test_sweep_survives_a_kill_and_resumes(tmp_path, tiny_data):
     resumed = subprocess.run(sweep_command(plan, runs_dir, data_dir, cache_dir), cwd=REPO_ROOT,
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"{len(specs) - len(finished)} ran, {len(finished)} already finished" in resumed.stdout
+    assert f"{len(specs) - len(finished)} ran, {len(finished)} already finished, 0 failed" \
+        in resumed.stdout
     for spec in specs:
         assert is_done(spec.run_dir) and not (spec.run_dir / FAILED).exists()
         assert sum(1 for p in spec.run_dir.iterdir() if p.name == "DONE") == 1
@@ -123,3 +124,16 @@ def test_failing_run_writes_failed_and_the_sweep_goes_on(tmp_path, tiny_data):
     assert is_done(runs_dir / "tiny_a" / "test_efficientnet" / "fold0_seed1")
     assert "1 ran, 0 already finished, 1 failed" in completed.stdout
     assert "tiny_a/no_such_backbone/fold0_seed1" in completed.stdout
+
+
+def test_finished_runs_on_other_data_are_reported_not_reused(tmp_path, tiny_data):
+    data_dir, cache_dir = tiny_data
+    plan = write_plan(tmp_path, [("a", "test_efficientnet", 1)])
+    runs_dir = tmp_path / "runs"
+    first = subprocess.run(sweep_command(plan, runs_dir, data_dir, cache_dir, "--folds", "0"),
+                           cwd=REPO_ROOT, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout + first.stderr
+    other = subprocess.run(sweep_command(plan, runs_dir, tmp_path, cache_dir, "--folds", "0"),
+                           cwd=REPO_ROOT, capture_output=True, text=True)
+    assert other.returncode == 1
+    assert "1 finished on other data" in other.stdout and "use another --runs-dir" in other.stdout

@@ -1,0 +1,120 @@
+"""HTML reports: executed notebooks rendered with nbconvert, and an index page linking them.
+
+    python -m lib.reports --reports reports/synthetic_small --plan params/plans/demo.yaml \
+        --runs-dir runs/synthetic_small --ensemble-dir runs/synthetic_small/ensembles/demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from lib.files import atomic_write_text
+from lib.paths import project_path
+from lib.runs import is_done, read_metrics
+from lib.sweep import FAILED, expand_plan, load_plan
+
+
+def render_html(notebook: Path, html_path: Path) -> Path:
+    """Render an executed notebook to HTML, unless the HTML is newer than the notebook."""
+    if html_path.is_file() and html_path.stat().st_mtime >= notebook.stat().st_mtime:
+        return html_path
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    atomic_write_text(html_path, body)
+    return html_path
+
+
+def run_table(plan: str | Path, runs_dir: str | Path, reports: Path) -> pd.DataFrame:
+    """One row per run of the plan: status, best epoch, OOF loss, minutes, report link."""
+    rows = []
+    for spec in expand_plan(load_plan(plan), runs_dir=runs_dir):
+        row = {"run": spec.label, "status": "not run", "best epoch": "", "OOF loss": "",
+               "minutes": "", "report": ""}
+        notebook = spec.run_dir / "03_train.ipynb"
+        if is_done(spec.run_dir):
+            metrics = read_metrics(spec.run_dir)
+            row.update(status="done", **{"best epoch": metrics["best_epoch"],
+                                         "OOF loss": f"{metrics['best_oof_loss']:.4f}",
+                                         "minutes": f"{metrics['fit_seconds'] / 60:.1f}"})
+        elif (spec.run_dir / FAILED).is_file():
+            row["status"] = "FAILED: " + (spec.run_dir / FAILED).read_text().splitlines()[1][:120]
+        if notebook.is_file():
+            page = render_html(notebook, reports / "runs" / f"{spec.label.replace('/', '__')}.html")
+            row["report"] = page.relative_to(reports).as_posix()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_index(reports: Path, runs: pd.DataFrame, ensemble_dir: Path | None) -> Path:
+    """reports/index.html: the notebooks, the run table, the ensemble and the submission."""
+    notebooks = sorted(reports.glob("*.html"))
+    links = "".join(f'<li><a href="{p.name}">{html.escape(p.stem)}</a></li>'
+                    for p in notebooks if p.name != "index.html")
+    run_rows = "".join(
+        "<tr>" + "".join(
+            f'<td><a href="{v}">report</a></td>' if k == "report" and v else
+            f"<td class='{'bad' if str(v).startswith('FAILED') else ''}'>{html.escape(str(v))}</td>"
+            for k, v in row.items()) + "</tr>"
+        for row in runs.to_dict("records"))
+    header = "".join(f"<th>{html.escape(c)}</th>" for c in runs.columns)
+    ensemble_html = "<p>No ensemble yet.</p>"
+    if ensemble_dir and (ensemble_dir / "selection.json").is_file():
+        selection = json.loads((ensemble_dir / "selection.json").read_text())
+        comparison = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>"
+                             for k, v in selection["comparison"].items())
+        submission = ensemble_dir / "submission.csv"
+        preview = pd.read_csv(submission).head(5).round(3).to_html(index=False, border=0)
+        left_out = "".join(f"<li class='bad'>{html.escape(p)}</li>" for p in selection["left_out"])
+        ensemble_html = (
+            f"<p>Selection: <b>{html.escape(selection['method'])}</b>, "
+            f"{len(selection['models'])} models: {html.escape(', '.join(selection['models']))}."
+            f"</p><table><tr><th>OOF predictor (same folds)</th><th>aggregated log loss</th></tr>"
+            f"{comparison}</table>"
+            + (f"<p>Left out:</p><ul>{left_out}</ul>" if left_out else "")
+            + f"<h2>Submission</h2><p><code>{html.escape(str(submission))}</code></p>{preview}")
+    page = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Mars Spectrometry 2: report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 14px; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; }}
+th {{ background: #f3f3f3; }}
+.bad {{ color: #b00020; }}
+code {{ background: #f3f3f3; padding: 1px 4px; }}
+</style></head><body>
+<h1>Mars Spectrometry 2 (GC-MS): report</h1>
+<p>Generated {time.strftime('%Y-%m-%d %H:%M')}.</p>
+<h2>Notebooks</h2><ul>{links}</ul>
+<h2>Runs</h2><table><tr>{header}</tr>{run_rows}</table>
+<h2>Ensemble</h2>{ensemble_html}
+</body></html>
+"""
+    return atomic_write_text(reports / "index.html", page)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Render executed notebooks and the index page.")
+    parser.add_argument("--reports", required=True, help="folder with notebooks/*.ipynb")
+    parser.add_argument("--plan", required=True)
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--ensemble-dir", default=None)
+    args = parser.parse_args(argv)
+    reports = project_path(args.reports)
+    for notebook in sorted((reports / "notebooks").glob("*.ipynb")):
+        render_html(notebook, reports / f"{notebook.stem}.html")
+    table = run_table(args.plan, args.runs_dir, reports)
+    ensemble_dir = project_path(args.ensemble_dir) if args.ensemble_dir else None
+    index = write_index(reports, table, ensemble_dir)
+    print(f"report: {index}")
+
+
+if __name__ == "__main__":
+    main()

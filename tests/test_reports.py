@@ -1,0 +1,48 @@
+"""The report index: run table, ensemble section, links."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pandas as pd
+import yaml
+
+from lib import reports, runs
+from lib.schema import LABELS
+
+
+def test_index_lists_runs_ensemble_and_submission(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text(yaml.safe_dump(dict(name="demo")))
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(dict(name="plan", folds=[0, 1], runs=[
+        dict(params=str(params), backbone="net", seed=0)])))
+    runs_dir = tmp_path / "runs"
+    done = runs_dir / "demo" / "net" / "fold0_seed0"
+    done.mkdir(parents=True)
+    nbformat.write(nbformat.v4.new_notebook(), done / "03_train.ipynb")
+    runs.write_metrics(done, dict(best_epoch=3, best_oof_loss=0.1234, fit_seconds=90))
+    runs.mark_done(done)
+    failed = runs_dir / "demo" / "net" / "fold1_seed0"
+    failed.mkdir(parents=True)
+    (failed / "FAILED").write_text("demo/net/fold1_seed0\nRuntimeError: boom\n")
+    ensemble_dir = tmp_path / "ensemble"
+    ensemble_dir.mkdir()
+    (ensemble_dir / "selection.json").write_text(json.dumps(dict(
+        method="grow-by-one", models=["demo/net/seed0"], left_out=["x: left out: missing"],
+        comparison={"ensemble (chosen)": 0.1, "prior only": 0.3})))
+    pd.DataFrame({"sample_id": ["S1"], **{c: [0.5] for c in LABELS}}).to_csv(
+        ensemble_dir / "submission.csv", index=False)
+    report_dir = tmp_path / "reports"
+    report_dir.mkdir()
+    (report_dir / "01_eda.html").write_text("<html></html>")
+
+    table = reports.run_table(plan, runs_dir, report_dir)
+    assert table["status"].tolist() == ["done", "FAILED: RuntimeError: boom"]
+    assert table["OOF loss"].tolist() == ["0.1234", ""]
+    index = reports.write_index(report_dir, table, ensemble_dir).read_text()
+    assert 'href="01_eda.html"' in index and 'href="runs/demo__net__fold0_seed0.html"' in index
+    assert (report_dir / "runs" / "demo__net__fold0_seed0.html").is_file()
+    assert "grow-by-one" in index and "0.3000" in index and "x: left out: missing" in index
+    assert "submission.csv" in index and "S1" in index
