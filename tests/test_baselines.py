@@ -1,0 +1,97 @@
+"""Baselines: the metric, the prior, the benchmark features and logistic regression."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib.baselines import (
+    N_MASSES,
+    N_TIME_BINS,
+    benchmark_features,
+    logistic_benchmark_oof,
+    prior_oof,
+    prior_predictions,
+)
+from lib.metrics import aggregated_log_loss
+from lib.schema import HELIUM_MASS, LABELS
+from lib.synthetic import simulate_run
+
+
+def test_prior_predictions_are_label_means():
+    train = np.array([[1, 0, 0], [0, 0, 1], [1, 0, 1], [0, 0, 1]])
+    prior = prior_predictions(train, 5)
+    assert prior.shape == (5, 3)
+    np.testing.assert_allclose(prior, [[0.5, 0.0, 0.75]] * 5)
+
+
+def _run(rows: list[tuple[float, float, float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["time", "mass", "intensity"])
+
+
+def test_features_hand_made_run():
+    """Background subtraction, max scaling, right-closed 0.5-min bins, mass-major order."""
+    rows = []
+    for t in (0.2, 0.7, 1.2):  # bins 0, 1, 2
+        rows += [(t, 4.1, 1e9), (t, 49.8, 100.0), (t, 57.2, 10.0)]
+    rows[4] = (0.7, 49.8, 300.0)  # a peak at m/z 50 in bin 1
+    rows[8] = (1.2, 57.2, np.nan)  # a missing reading counts as 0
+    features = benchmark_features(_run(rows))
+    assert features.shape == (N_MASSES * N_TIME_BINS,)
+    grid = features.reshape(N_MASSES, N_TIME_BINS)
+    assert grid[50, 1] == 1.0  # (300 - 100) / 200: the sample max
+    assert grid[50, 0] == 0.0 and grid[50, 2] == 0.0
+    np.testing.assert_allclose(grid[57, :3], [0.05, 0.05, 0.0])  # (10 - 0) / 200
+    assert not grid[HELIUM_MASS].any()
+    assert np.count_nonzero(grid) == 3
+
+
+def test_features_of_a_synthetic_run():
+    run = simulate_run(np.random.default_rng(0), np.ones(len(LABELS), int), False, "tiny")
+    features = benchmark_features(run)
+    assert features.shape == (N_MASSES * N_TIME_BINS,)
+    assert features.min() >= 0 and features.max() == pytest.approx(1.0)
+    assert not features.reshape(N_MASSES, N_TIME_BINS)[HELIUM_MASS].any()
+
+
+def test_benchmark_beats_prior_on_an_easy_case():
+    rng = np.random.default_rng(0)
+    n = 200
+    features = rng.random((n, 30)) * 0.2
+    labels = (rng.random((n, 9)) < 0.3).astype(int)
+    features[:, :9] += labels  # each label lights one feature
+    folds = np.arange(n) % 5
+    oof = logistic_benchmark_oof(features, labels, folds)
+    prior = prior_oof(labels, folds)
+    assert aggregated_log_loss(labels, oof) < 0.5 * aggregated_log_loss(labels, prior)
+
+
+def test_single_class_label_gets_its_mean():
+    features = np.random.default_rng(0).random((20, 4))
+    labels = np.zeros((20, 2), dtype=int)
+    labels[::2, 0] = 1
+    oof = logistic_benchmark_oof(features, labels, np.arange(20) % 4)
+    assert (oof[:, 1] == 0).all()
+    assert ((oof[:, 0] > 0) & (oof[:, 0] < 1)).all()
+
+
+def test_prior_oof_uses_other_folds_and_extra_samples():
+    labels = np.array([[1, 0], [0, 0], [1, 1], [0, 1]])
+    folds = np.array([0, 0, 1, 1])
+    np.testing.assert_allclose(prior_oof(labels, folds), [[0.5, 1], [0.5, 1], [0.5, 0], [0.5, 0]])
+    extra = np.array([[1, 1]])
+    with_extra = prior_oof(labels, folds, extra_labels=extra)
+    np.testing.assert_allclose(with_extra[0], [2 / 3, 1])
+    np.testing.assert_allclose(with_extra[2], [2 / 3, 1 / 3])
+
+
+def test_extra_samples_train_in_every_fold():
+    rng = np.random.default_rng(1)
+    features = rng.random((40, 5))
+    labels = np.zeros((40, 1), dtype=int)  # one class only within the folds ...
+    extra_labels = np.ones((10, 1), dtype=int)  # ... the extra samples bring the other
+    extra_features = rng.random((10, 5)) + 5
+    oof = logistic_benchmark_oof(features, labels, np.arange(40) % 4,
+                                 extra_features=extra_features, extra_labels=extra_labels)
+    assert (oof < 0.5).all() and (oof > 0).all()  # a fitted model, not the constant mean 0

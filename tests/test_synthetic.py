@@ -1,0 +1,192 @@
+"""The synthetic folder generator: layout, formats, determinism, label statistics."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib.schema import HELIUM_MASS, LABELS, METADATA_COLUMNS, SPLITS
+from lib.synthetic import (
+    PROFILES,
+    draw_labels,
+    expected_prevalence,
+    format_run_csv,
+    generate,
+    main,
+    simulate_run,
+)
+
+TINY = PROFILES["tiny"]
+N_TINY = TINY.n_train + TINY.n_val + TINY.n_test
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return generate(tmp_path_factory.mktemp("tiny") / "data", "tiny", seed=0)
+
+
+def _md5s(folder: Path) -> list[str]:
+    return pd.read_csv(folder / "metadata.csv")["features_md5_hash"].tolist()
+
+
+def _runs(folder: Path) -> list[tuple[Path, str]]:
+    """(path, raw text) of every run in a folder."""
+    metadata = pd.read_csv(folder / "metadata.csv")
+    return [(folder / p, (folder / p).read_text()) for p in metadata["features_path"]]
+
+
+def test_same_seed_same_bytes_other_seed_differs(tiny, tmp_path):
+    again = generate(tmp_path / "again", "tiny", seed=0)
+    other = generate(tmp_path / "other", "tiny", seed=1)
+    assert _md5s(again) == _md5s(tiny)
+    for name in ("metadata.csv", "train_labels.csv", "val_labels.csv", "submission_format.csv"):
+        assert (again / name).read_bytes() == (tiny / name).read_bytes()
+    assert not set(_md5s(other)) & set(_md5s(tiny))
+
+
+def test_layout_and_columns(tiny):
+    metadata = pd.read_csv(tiny / "metadata.csv", dtype=str, keep_default_na=False)
+    assert tuple(metadata.columns) == METADATA_COLUMNS
+    assert metadata["sample_id"].tolist() == [f"S{i:04d}" for i in range(N_TINY)]
+    sizes = [TINY.n_train, TINY.n_val, TINY.n_test]
+    assert metadata["split"].tolist() == [s for s, n in zip(SPLITS, sizes, strict=True)
+                                          for _ in range(n)]
+    assert (metadata["features_path"]
+            == metadata["split"] + "_features/" + metadata["sample_id"] + ".csv").all()
+    assert set(metadata["derivatized"]) <= {"1", ""}
+    assert set(metadata["derivatized"]) == {"1", ""}  # both kinds occur even in tiny
+    assert not list(tiny.rglob("*.tmp"))
+
+    for split, n in (("train", TINY.n_train), ("val", TINY.n_val)):
+        labels = pd.read_csv(tiny / f"{split}_labels.csv")
+        assert list(labels.columns) == ["sample_id", *LABELS]
+        assert labels["sample_id"].tolist() == metadata.loc[metadata["split"] == split,
+                                                            "sample_id"].tolist()
+        assert len(labels) == n
+        values = labels[list(LABELS)].to_numpy()
+        assert values.dtype.kind == "i" and set(np.unique(values)) <= {0, 1}
+
+    submission = pd.read_csv(tiny / "submission_format.csv")
+    assert list(submission.columns) == ["sample_id", *LABELS]
+    assert submission["sample_id"].tolist() == metadata.loc[metadata["split"] != "train",
+                                                            "sample_id"].tolist()
+    assert (submission[list(LABELS)] == 0.5).all().all()
+
+
+def test_md5_matches_files(tiny):
+    metadata = pd.read_csv(tiny / "metadata.csv")
+    for path, md5 in zip(metadata["features_path"], metadata["features_md5_hash"], strict=True):
+        assert hashlib.md5((tiny / path).read_bytes()).hexdigest() == md5
+
+
+def test_run_format(tiny):
+    number = r"\d+\.\d{6}"
+    line = re.compile(rf"{number},{number},[1-9]\d*")
+    for path, text in _runs(tiny):
+        lines = text.splitlines()
+        assert lines[0] == "time,mass,intensity", path
+        assert all(line.fullmatch(row) for row in lines[1:]), path
+        run = pd.read_csv(io.StringIO(text))
+        time, mass = run["time"].to_numpy(), run["mass"].to_numpy()
+        # one sweep per time value: times never go back, masses ascend inside each sweep
+        assert (np.diff(time) >= 0).all()
+        new_scan = np.r_[True, np.diff(time) > 0]
+        assert (np.diff(mass)[~new_scan[1:]] > 0).all()
+        offset = np.abs(mass - np.round(mass))
+        assert offset.max() < 0.5 and (offset < 0.3).mean() > 0.9
+        assert run["intensity"].min() > 0 and run["intensity"].dtype.kind == "i"
+
+
+def test_helium_and_sweep_start(tiny):
+    """Sweeps start near 2-3, 33 or 45; low sweeps carry strong helium in every scan."""
+    starts = set()
+    for _, text in _runs(tiny):
+        run = pd.read_csv(io.StringIO(text))
+        first = int(np.round(run["mass"].min()))
+        starts.add(first)
+        assert first in (2, 3, 33, 34, 45, 46)
+        helium = run[np.round(run["mass"]) == HELIUM_MASS]
+        if first <= HELIUM_MASS:
+            assert helium["time"].nunique() == run["time"].nunique()
+            assert helium["intensity"].min() > 50 * run["intensity"].median()
+        else:
+            assert helium.empty
+    assert min(starts) <= 3
+
+
+def test_run_lengths_by_kind():
+    """Derivatized runs start late; mineral-only runs are mostly short; hydrocarbon ones
+    mostly 2-18 min; nothing runs past ~41 min."""
+    rng = np.random.default_rng(0)
+    mineral = np.eye(len(LABELS), dtype=int)[LABELS.index("mineral")]
+    hydrocarbon = np.eye(len(LABELS), dtype=int)[LABELS.index("hydrocarbon")]
+    spans = {}
+    for name, labels, derivatized in (("derivatized", np.zeros(9, int), True),
+                                      ("mineral", mineral, False),
+                                      ("hydrocarbon", hydrocarbon, False)):
+        runs = [simulate_run(rng, labels, derivatized, TINY) for _ in range(30)]
+        spans[name] = np.array([(r["time"].min(), r["time"].max()) for r in runs])
+    assert (spans["derivatized"][:, 0] > 6.5).all() and (spans["derivatized"][:, 1] < 41).all()
+    assert (spans["mineral"][:, 1] <= 8).mean() > 0.5 and (spans["mineral"][:, 1] < 38).all()
+    short = spans["hydrocarbon"][:, 1] <= 18
+    assert short.mean() > 0.5 and (spans["hydrocarbon"][short, 0] >= 1.8).all()
+
+
+def test_full_profile_run_sizes():
+    """Real scan rate and mass range give real file sizes (~175k-1M rows)."""
+    rng = np.random.default_rng(1)
+    mineral = np.eye(len(LABELS), dtype=int)[LABELS.index("mineral")]
+    sizes = [len(simulate_run(rng, mineral, False, "full")) for _ in range(3)]
+    sizes += [len(simulate_run(rng, np.zeros(9, int), True, "full")) for _ in range(3)]
+    assert min(sizes) > 150_000 and max(sizes) < 1_100_000
+
+
+def test_format_run_csv_round_trips():
+    run = simulate_run(np.random.default_rng(2), np.ones(9, int), True, TINY)
+    text = format_run_csv(run)
+    assert text == run.to_csv(index=False, float_format="%.6f").encode()
+    pd.testing.assert_frame_equal(pd.read_csv(io.BytesIO(text)), run)
+
+
+def test_limit_writes_a_prefix(tiny, tmp_path):
+    small = generate(tmp_path / "limited", "tiny", seed=0, limit=TINY.n_train + 2)
+    metadata = pd.read_csv(small / "metadata.csv")
+    assert len(metadata) == TINY.n_train + 2
+    assert metadata["features_md5_hash"].tolist() == _md5s(tiny)[: TINY.n_train + 2]
+    assert len(pd.read_csv(small / "train_labels.csv")) == TINY.n_train
+    assert len(pd.read_csv(small / "val_labels.csv")) == 2
+    assert len(pd.read_csv(small / "submission_format.csv")) == 2
+    assert not list((small / "test_features").iterdir())
+
+
+def test_cli_reports_what_it_wrote(tmp_path, capsys):
+    main([str(tmp_path / "cli"), "--profile", "tiny", "--limit", "3"])
+    assert "wrote" in capsys.readouterr().out
+    assert len(pd.read_csv(tmp_path / "cli" / "metadata.csv")) == 3
+
+
+# Public train statistics (809 samples): prevalence, and prevalence given derivatized / not.
+REAL_PREVALENCE = [0.098, 0.328, 0.142, 0.119, 0.022, 0.038, 0.032, 0.026, 0.145]
+REAL_GIVEN_DERIVATIZED = [0.196, 0.063, 0.380, 0.357, 0.063, 0.090, 0.090, 0.059, 0.145]
+REAL_GIVEN_NOT = [0.052, 0.449, 0.032, 0.009, 0.004, 0.014, 0.005, 0.011, 0.144]
+
+
+def test_label_statistics_match_the_real_train_split():
+    labels, derivatized = draw_labels(np.random.default_rng(0), 200_000, 0.315)
+    assert derivatized.mean() == pytest.approx(0.315, abs=1e-5)
+    np.testing.assert_allclose(labels.mean(axis=0), expected_prevalence(0.315), atol=0.005)
+    np.testing.assert_allclose(labels.mean(axis=0), REAL_PREVALENCE, atol=0.01)
+    np.testing.assert_allclose(labels[derivatized].mean(axis=0), REAL_GIVEN_DERIVATIZED,
+                               atol=0.02)
+    np.testing.assert_allclose(labels[~derivatized].mean(axis=0), REAL_GIVEN_NOT, atol=0.01)
+    per_sample = np.bincount(labels.sum(axis=1), minlength=9) / len(labels)
+    real = np.array([303, 383, 58, 38, 13, 3, 0, 0, 11]) / 809
+    np.testing.assert_allclose(per_sample, real, atol=0.01)
+    hydrocarbon_only = (labels == np.eye(9, dtype=int)[1]).all(axis=1)
+    assert derivatized[hydrocarbon_only].mean() < 0.05
