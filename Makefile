@@ -67,7 +67,7 @@ $(EXECUTED)/05_ensemble.ipynb: notebooks/05_ensemble.ipynb $(SWEEP_STAMP) $(LIB)
 
 report: $(EXECUTED)/01_eda.ipynb $(EXECUTED)/02_preprocess.ipynb $(EXECUTED)/05_ensemble.ipynb
 	$(BIN)/python -m lib.reports --reports $(REPORTS) --plan $(PLAN) --runs-dir $(RUNS_DIR) \
-	  --ensemble-dir $(ENSEMBLE_DIR)
+	  --ensemble-dir $(ENSEMBLE_DIR) --data-dir $(DATA_ABS)
 
 # The main job on the data in DATA_DIR (default: the built-in synthetic data).
 demo: report

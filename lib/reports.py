@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import os
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pandas as pd
 
 from lib.files import atomic_write_text
 from lib.paths import project_path
+from lib.plots import SHORT
 from lib.runs import is_done, read_metrics
 from lib.sweep import FAILED, expand_plan, load_plan
 
@@ -53,8 +55,10 @@ def run_table(plan: str | Path, runs_dir: str | Path, reports: Path) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def write_index(reports: Path, runs: pd.DataFrame, ensemble_dir: Path | None) -> Path:
-    """reports/index.html: the notebooks, the run table, the ensemble and the submission."""
+def write_index(reports: Path, runs: pd.DataFrame, ensemble_dir: Path | None,
+                subtitle: str = "") -> Path:
+    """reports/index.html: the notebooks, the run table, the ensemble and the submission.
+    subtitle: a line under the title (data folder, plan)."""
     notebooks = sorted(reports.glob("*.html"))
     links = "".join(f'<li><a href="{p.name}">{html.escape(p.stem)}</a></li>'
                     for p in notebooks if p.name != "index.html")
@@ -71,7 +75,9 @@ def write_index(reports: Path, runs: pd.DataFrame, ensemble_dir: Path | None) ->
         comparison = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>"
                              for k, v in selection["comparison"].items())
         submission = ensemble_dir / "submission.csv"
-        preview = pd.read_csv(submission).head(5).round(3).to_html(index=False, border=0)
+        preview = (pd.read_csv(submission).rename(columns=SHORT).head(5).round(3)
+                   .to_html(index=False, border=0))
+        link = os.path.relpath(submission, reports)
         left_out = "".join(f"<li class='bad'>{html.escape(p)}</li>" for p in selection["left_out"])
         ensemble_html = (
             f"<p>Selection: <b>{html.escape(selection['method'])}</b>, "
@@ -79,19 +85,21 @@ def write_index(reports: Path, runs: pd.DataFrame, ensemble_dir: Path | None) ->
             f"</p><table><tr><th>OOF predictor (same folds)</th><th>aggregated log loss</th></tr>"
             f"{comparison}</table>"
             + (f"<p>Left out:</p><ul>{left_out}</ul>" if left_out else "")
-            + f"<h2>Submission</h2><p><code>{html.escape(str(submission))}</code></p>{preview}")
+            + f'<h2>Submission</h2><p><a href="{html.escape(link)}">submission.csv</a> '
+            f"(<code>{html.escape(str(submission))}</code>), first rows:</p>{preview}")
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>Mars Spectrometry 2: report</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
 table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 14px; }}
+h2 {{ margin-top: 1.5em; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; }}
 th {{ background: #f3f3f3; }}
 .bad {{ color: #b00020; }}
 code {{ background: #f3f3f3; padding: 1px 4px; }}
 </style></head><body>
 <h1>Mars Spectrometry 2 (GC-MS): report</h1>
-<p>Generated {time.strftime('%Y-%m-%d %H:%M')}.</p>
+<p>{html.escape(subtitle)} Generated {time.strftime('%Y-%m-%d %H:%M')}.</p>
 <h2>Notebooks</h2><ul>{links}</ul>
 <h2>Runs</h2><table><tr>{header}</tr>{run_rows}</table>
 <h2>Ensemble</h2>{ensemble_html}
@@ -106,13 +114,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plan", required=True)
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--ensemble-dir", default=None)
+    parser.add_argument("--data-dir", default=None, help="shown in the page's subtitle")
     args = parser.parse_args(argv)
     reports = project_path(args.reports)
     for notebook in sorted((reports / "notebooks").glob("*.ipynb")):
         render_html(notebook, reports / f"{notebook.stem}.html")
     table = run_table(args.plan, args.runs_dir, reports)
     ensemble_dir = project_path(args.ensemble_dir) if args.ensemble_dir else None
-    index = write_index(reports, table, ensemble_dir)
+    subtitle = f"Plan {args.plan}" + (f" on {args.data_dir}." if args.data_dir else ".")
+    index = write_index(reports, table, ensemble_dir, subtitle)
     print(f"report: {index}")
 
 

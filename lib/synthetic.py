@@ -37,6 +37,9 @@ class Profile:
     max_mass: last integer m/z of every sweep (real data: ~535).
     min_peak_sigma_scans: GC peaks are widened to at least this many scan intervals (Gaussian
         sigma) so that coarse profiles still sample every peak instead of stepping over it.
+    min_scans: short runs scan faster so that every run has at least this many scans; on a
+        coarse profile this keeps short runs from leaving empty time bins in the 192-bin
+        images (real runs have 4+ scans per bin). 0: the same interval for every run.
     """
 
     n_train: int
@@ -45,6 +48,7 @@ class Profile:
     scan_interval_min: float
     max_mass: int
     min_peak_sigma_scans: float = 0.7
+    min_scans: int = 0
 
     @property
     def split_sizes(self) -> dict[str, int]:
@@ -55,8 +59,9 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     # unit tests: a few thousand rows per run, the whole folder in about a second
     "tiny": Profile(n_train=24, n_val=6, n_test=6, scan_interval_min=0.5, max_mass=90),
-    # CPU demo: coarse scans and masses to 300 keep the folder near 250 MB
-    "small": Profile(n_train=240, n_val=80, n_test=80, scan_interval_min=0.2, max_mass=300),
+    # CPU demo: coarse scans (at least 240 per run) and masses to 300: about 650 MB
+    "small": Profile(n_train=240, n_val=80, n_test=80, scan_interval_min=0.2, max_mass=300,
+                     min_scans=240),
     # real counts, scan rate and mass range: 175k-1M rows per run
     "full": Profile(n_train=809, n_val=312, n_test=463, scan_interval_min=0.02, max_mass=535),
 }
@@ -482,15 +487,16 @@ def _draw_material(rng: np.random.Generator, labels: np.ndarray, derivatized: bo
 class _Canvas:
     """Intensity grid of one run (scan x integer mass) that signals are added onto.
 
-    times: (n_scans,) minutes; masses: (n_masses,) integer m/z of the sweep; gain: (n_masses,)
-    detector sensitivity (heavier ions are seen less); ramp_times, ramp_temps: knots of the
-    run's monotone temperature ramp (minutes -> ramp fraction 0..1); grid: (n_scans, n_masses)
-    float counts/s.
+    times: (n_scans,) minutes (scan_interval: their median spacing); masses: (n_masses,)
+    integer m/z of the sweep; gain: (n_masses,) detector sensitivity (heavier ions are seen
+    less); ramp_times, ramp_temps: knots of the run's monotone temperature ramp (minutes ->
+    ramp fraction 0..1); grid: (n_scans, n_masses) float counts/s.
     """
 
     def __init__(self, times: np.ndarray, masses: np.ndarray, gain: np.ndarray,
                  ramp_times: np.ndarray, ramp_temps: np.ndarray):
         self.times = times
+        self.scan_interval = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
         self.masses = masses
         self.gain = gain
         self.ramp_times = ramp_times
@@ -533,6 +539,8 @@ def _make_canvas(rng: np.random.Generator, material: _Material, profile: Profile
     (s_lo, s_hi), (e_lo, e_hi) = _RUN_WINDOWS[material.kind]
     start, end = rng.uniform(s_lo, s_hi), rng.uniform(e_lo, e_hi)
     dt = profile.scan_interval_min
+    if profile.min_scans:
+        dt = min(dt, (end - start) / profile.min_scans)
     n_scans = int((end - start) / dt) + 1
     # slightly irregular scan spacing, as on the real instrument
     times = start + np.concatenate([[0.0], np.cumsum(dt * rng.uniform(0.98, 1.02, n_scans - 1))])
@@ -557,7 +565,7 @@ def _render(rng: np.random.Generator, canvas: _Canvas, signal: _Signal, noise: f
         sigma, tail = rng.uniform(0.35, 0.8), rng.uniform(1.0, 1.8)
     else:
         # GC peaks are 1.5-4 s (sigma) wide, widened on coarse profiles to stay sampled
-        floor = profile.min_peak_sigma_scans * profile.scan_interval_min
+        floor = profile.min_peak_sigma_scans * canvas.scan_interval
         sigma, tail = max(rng.uniform(1.5, 4.0) / 60.0, floor), rng.uniform(1.0, 2.5)
     height = signal.height * (noise if signal.weak else 1.0) * rng.lognormal(0.0, HEIGHT_JITTER)
     canvas.add_peak(signal.ions, center, sigma, tail, height)
