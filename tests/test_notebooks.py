@@ -61,11 +61,12 @@ def test_eda_and_preprocess(workspace):
 
 @pytest.fixture(scope="module")
 def trained_run(workspace):
-    """The README's papermill command (a run folder under runs/ that papermill must create)."""
+    """The README's papermill command with params/demo.yaml, shrunk to tiny data and a tiny
+    backbone (a run folder under runs/ that papermill must create)."""
     name = f"pytest_{uuid.uuid4().hex[:8]}"
     relative = f"runs/{name}/test_efficientnet/fold1_seed3/03_train.ipynb"
     command = [sys.executable, "-m", "papermill", "notebooks/03_train.ipynb", relative,
-               "-p", "name", name, "-p", "fold", "1", "-p", "seed", "3",
+               "-f", "params/demo.yaml", "-p", "name", name, "-p", "fold", "1", "-p", "seed", "3",
                "-p", "data_dir", workspace["data_dir"], "-p", "cache_dir", workspace["cache_dir"],
                "-y", json.dumps(TINY_RUN), "--kernel", "python3",
                "--no-progress-bar"]
