@@ -200,16 +200,19 @@ def read_sample(path: str | Path) -> tuple[pd.DataFrame, int]:
     columns = {}
     for name in SAMPLE_COLUMNS:
         column = frame[name]
-        numeric = pd.to_numeric(column, errors="coerce")
-        bad = numeric.isna() & column.notna()
-        if bad.any():
-            row = int(np.argmax(bad.to_numpy()))
-            raise DataError(f"{path}: row {row + 2}: non-numeric {name} {column.iloc[row]!r}")
-        values = numeric.to_numpy(dtype=np.float64)
-        if name != "intensity" and np.isnan(values).any():
-            row = int(np.argmax(np.isnan(values)))
-            raise DataError(f"{path}: row {row + 2}: missing {name}")
-        if not np.isfinite(values[~np.isnan(values)]).all():
+        if not pd.api.types.is_numeric_dtype(column):  # only then look for the bad cell
+            numeric = pd.to_numeric(column, errors="coerce")
+            bad = numeric.isna() & column.notna()
+            if bad.any():
+                row = int(np.argmax(bad.to_numpy()))
+                raise DataError(f"{path}: row {row + 2}: non-numeric {name} "
+                                f"{column.iloc[row]!r}")
+            column = numeric
+        values = column.to_numpy(dtype=np.float64)
+        missing = np.isnan(values)
+        if name != "intensity" and missing.any():
+            raise DataError(f"{path}: row {int(np.argmax(missing)) + 2}: missing {name}")
+        if np.isinf(values).any():
             raise DataError(f"{path}: infinite {name} values")
         columns[name] = values
     n_nan = int(np.isnan(columns["intensity"]).sum())

@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
+from matplotlib.ticker import MaxNLocator
 
 from lib.images import NORMS, TRANSFORMS, model_input
 from lib.schema import LABELS
@@ -170,6 +171,7 @@ def selection_traces(grow: list[tuple[int, float]], remove: list[tuple[int, floa
             best = int(np.argmin(scores))
             ax.plot(sizes[best], scores[best], "k*", ms=12)
     ax.set_xlabel("runs in the ensemble")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("selection score (OOF loss)")
     ax.legend()
     ax.set_title("Greedy selection (star: best set)")

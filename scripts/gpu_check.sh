@@ -36,11 +36,11 @@ $PY -m papermill notebooks/02_preprocess.ipynb "$OUT/02_preprocess.ipynb" --kern
   -p data_dir "$PWD/$data" -p check_md5 False --log-level WARNING
 echo "preprocess (image cache) seconds: $(( $(date +%s) - start ))" | tee -a "$summary"
 run_dir="$OUT/runs/3a_302_cls3_normM/$FOLD_BACKBONE/fold0_seed3"
-rm -rf "$run_dir"
+rm -rf "$run_dir" && mkdir -p "$run_dir" && run_dir=$(cd "$run_dir" && pwd)
 start=$(date +%s)
 $PY -m papermill notebooks/03_train.ipynb "$run_dir/03_train.ipynb" --kernel python3 \
   -f params/3a_302_cls3_normM.yaml -p backbone "$FOLD_BACKBONE" -p pretrained False \
-  -p epochs "$EPOCHS" -p fold 0 -p seed 3 -p run_dir "$PWD/$run_dir" -p data_dir "$PWD/$data" \
+  -p epochs "$EPOCHS" -p fold 0 -p seed 3 -p run_dir "$run_dir" -p data_dir "$PWD/$data" \
   --log-level WARNING
 echo "fold wall seconds (papermill, incl. kernel start): $(( $(date +%s) - start ))" | tee -a "$summary"
 $PY - "$run_dir" <<'EOF' | tee -a "$summary"
