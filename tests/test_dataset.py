@@ -125,3 +125,25 @@ def test_nan_intensities_count_as_zero(tmp_path):
     assert n_nan == 2
     assert frame["intensity"].tolist() == [0.0, 5.0, 0.0]
     assert re.fullmatch("float64", str(frame["time"].dtype))
+
+
+def test_prediction_samples_from_competition_and_plain_folders(competition_dir, tmp_path):
+    from lib.dataset import load_prediction_samples
+
+    chosen = load_prediction_samples(competition_dir, splits=["test"])
+    assert chosen["sample_id"].tolist() == ["S0013", "S0014"]
+    plain = tmp_path / "new"
+    plain.mkdir()
+    for sid in ("S0013", "S0014"):
+        shutil.copy(competition_dir / "test_features" / f"{sid}.csv", plain / f"X{sid}.csv")
+    flags = tmp_path / "flags.csv"
+    flags.write_text("sample_id,derivatized\nXS0014,1\n")
+    samples = load_prediction_samples(plain, derivatized_csv=flags)
+    assert samples["sample_id"].tolist() == ["XS0013", "XS0014"]
+    assert samples["derivatized"].tolist() == [0, 1]
+    flags.write_text("sample_id,derivatized\nNOPE,1\n")
+    with pytest.raises(DataError, match=r"flags.csv: samples not in .*\['NOPE'\]"):
+        load_prediction_samples(plain, derivatized_csv=flags)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="neither metadata.csv nor sample CSV files"):
+        load_prediction_samples(tmp_path / "empty")
