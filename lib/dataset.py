@@ -47,7 +47,8 @@ class Competition:
     @property
     def train_labels(self) -> pd.DataFrame:
         """train_labels.csv rows (sample_id column + 9 labels) in file order: the folds' input."""
-        return self.labels.loc[self.split_ids("train")].reset_index()
+        train = set(self.split_ids("train"))
+        return self.labels[self.labels.index.isin(train)].reset_index()
 
 
 def load_competition(data_dir: str | Path, *, check_md5: bool = False,

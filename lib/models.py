@@ -86,7 +86,8 @@ class GcmsNet(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out = self.backbone(self.input_conv(x))
-        return self.head(out[-1] if self.features_only else out)
+        # logits in fp32 even under bf16 autocast, so the TTA mean is not rounded to bf16
+        return self.head(out[-1] if self.features_only else out).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 2, m, t) -> (B, 9) logits. Training: one width drawn per call (per batch) from

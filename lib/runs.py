@@ -176,7 +176,7 @@ def collect_models(run_dirs: list[Path], folds: pd.DataFrame, test_ids: list[str
     train_ids = folds["sample_id"].tolist()
     fold_ids = {k: set(g["sample_id"]) for k, g in folds.groupby("fold")}
     names, oof_list, test_list, problems = [], [], [], []
-    for name in sorted(by_model):
+    for name in sorted(by_model, key=_model_order):
         try:
             oof, test = _assemble_model(by_model[name], fold_ids, train_ids, test_ids)
         except ValueError as error:
@@ -209,7 +209,16 @@ def _assemble_model(fold_dirs: dict[int, Path], fold_ids: dict[int, set], train_
         oof_parts.append(oof)
         test_probs.append(sigmoid(test.loc[test_ids].to_numpy(dtype=np.float64)))
     oof_logits = pd.concat(oof_parts).loc[train_ids].to_numpy(dtype=np.float64)
+    if not (np.isfinite(oof_logits).all() and np.isfinite(test_probs).all()):
+        raise ValueError("non-finite OOF or test logits")
     return sigmoid(oof_logits), np.mean(test_probs, axis=0)
+
+
+def _model_order(key: str) -> tuple:
+    """(name, backbone, seed as a number): the reference's candidate order (ties in the
+    selection go to the earlier model)."""
+    name, backbone, seed = key.rsplit("/", 2)
+    return name, backbone, int(seed.removeprefix("seed")) if seed[4:].isdigit() else seed
 
 
 def _jsonable(value):

@@ -97,7 +97,9 @@ def worker_environment(worker: int, n_workers: int, n_gpus: int) -> dict[str, st
     share of the CPU cores for torch and BLAS."""
     env = {}
     if n_gpus > 1:
-        env["CUDA_VISIBLE_DEVICES"] = str(worker % n_gpus)
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        devices = [d for d in visible.split(",") if d.strip()] or [str(i) for i in range(n_gpus)]
+        env["CUDA_VISIBLE_DEVICES"] = devices[worker % len(devices)]
     if n_gpus == 0:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n_workers))
     return env
@@ -109,7 +111,7 @@ def execute_run(spec: RunSpec, overrides: dict, env: dict[str, str]) -> tuple[st
     (finished on another data folder: left as it is, and reported)."""
     run_dir = spec.run_dir
     if is_done(run_dir):
-        return _finished_status(run_dir, overrides)
+        return _finished_status(run_dir, run_parameters(spec, overrides))
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = open(run_dir / ".lock", "w")
     try:
@@ -119,7 +121,7 @@ def execute_run(spec: RunSpec, overrides: dict, env: dict[str, str]) -> tuple[st
         return "busy", "another sweep is running it"
     try:
         if is_done(run_dir):
-            return _finished_status(run_dir, overrides)
+            return _finished_status(run_dir, run_parameters(spec, overrides))
         (run_dir / FAILED).unlink(missing_ok=True)
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
             yaml.safe_dump(run_parameters(spec, overrides), handle)
@@ -214,12 +216,29 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if counts["failed"] or counts["busy"] or counts["stale"] else 0
 
 
-def _finished_status(run_dir: Path, overrides: dict) -> tuple[str, str]:
-    used = read_metrics(run_dir)["parameters"].get("data_dir")
-    wanted = overrides.get("data_dir")
-    if wanted and used and project_path(used).resolve() != project_path(wanted).resolve():
-        return "stale", f"finished on {used}, not {wanted}: use another --runs-dir"
+def _finished_status(run_dir: Path, wanted: dict) -> tuple[str, str]:
+    """"done" if the finished run used the parameters this sweep asks for, else "stale"."""
+    used = read_metrics(run_dir)["parameters"]
+    if "data_dir" in wanted and used.get("data_dir") and (
+            project_path(used["data_dir"]).resolve() != project_path(wanted["data_dir"]).resolve()):
+        return "stale", (f"finished on {used['data_dir']}, not {wanted['data_dir']}: "
+                         f"use another --runs-dir")
+    differ = sorted(k for k, v in wanted.items()
+                    if k not in ("data_dir", "cache_dir", "run_dir", "device") and k in used
+                    and _normalise(used[k]) != _normalise(v))
+    if differ:
+        return "stale", (f"finished with other parameters ({', '.join(differ)}): delete the "
+                         f"folder or use another --runs-dir")
     return "done", ""
+
+
+def _normalise(value):
+    """Parameter values as compared: lists as tuples, numbers as floats."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_normalise(v) for v in value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def _error_summary(stderr: str) -> str:

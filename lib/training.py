@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.images import LOG1P_SCALE, MIN_CLIP, NORMS, TRANSFORMS
+from lib.schema import N_LABELS
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class TrainSettings:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {self.transform!r}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if not 0 <= self.mixup_prob <= 1:
             raise ValueError(f"mixup_prob must be in [0, 1], got {self.mixup_prob}")
 
@@ -164,7 +167,7 @@ def predict_logits(model: nn.Module, data: DeviceImages, index: np.ndarray,
             with _autocast(data.device, settings):
                 out.append(model(x).float().cpu())
     if not out:
-        return np.zeros((0, 0), dtype=np.float32)
+        return np.zeros((0, N_LABELS), dtype=np.float32)
     return torch.cat(out).numpy()
 
 

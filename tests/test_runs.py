@@ -110,6 +110,11 @@ def test_collect_models_refuses_incomplete_models(tmp_path):
     fake_model_runs(tmp_path, "missing", folds, test_ids, rng, order=[0, 1])
     fake_model_runs(tmp_path, "unfinished", folds, test_ids, rng, skip_done=(1,))
     fake_model_runs(tmp_path, "other_ids", folds, ["S0100", "S0999"], rng)
+    fake_model_runs(tmp_path, "nan", folds, test_ids, rng)
+    nan_oof = tmp_path / "nan" / "net" / "fold0_seed0" / runs.OOF_LOGITS
+    broken = pd.read_csv(nan_oof)
+    broken.loc[0, "mineral"] = np.nan
+    broken.to_csv(nan_oof, index=False)
     run_dirs = sorted(tmp_path.glob("*/net/fold*"))
     collected = runs.collect_models(run_dirs, folds, test_ids)
     assert collected.names == ["good/net/seed0"]
@@ -117,4 +122,5 @@ def test_collect_models_refuses_incomplete_models(tmp_path):
     assert "missing/net/seed0: left out: no run folder for fold(s) [2]" in problems
     assert "unfinished/net/seed0: left out: fold(s) [1] not finished" in problems
     assert "other_ids/net/seed0: left out: fold 0: test sample ids differ" in problems
+    assert "nan/net/seed0: left out: non-finite OOF or test logits" in problems
     assert collected.oof_probs.shape == (1, 12, 9)

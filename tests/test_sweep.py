@@ -54,8 +54,11 @@ def test_bad_plan(tmp_path):
         load_plan(path)
 
 
-def test_worker_environment():
+def test_worker_environment(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert worker_environment(3, 4, n_gpus=2) == {"CUDA_VISIBLE_DEVICES": "1"}
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert worker_environment(2, 4, n_gpus=2) == {"CUDA_VISIBLE_DEVICES": "2"}
     assert worker_environment(0, 1, n_gpus=1) == {}
     assert worker_environment(1, 2, n_gpus=0)["OMP_NUM_THREADS"] == str(
         max(1, (os.cpu_count() or 1) // 2))
@@ -137,3 +140,8 @@ def test_finished_runs_on_other_data_are_reported_not_reused(tmp_path, tiny_data
                            cwd=REPO_ROOT, capture_output=True, text=True)
     assert other.returncode == 1
     assert "1 finished on other data" in other.stdout and "use another --runs-dir" in other.stdout
+    changed = subprocess.run(sweep_command(plan, runs_dir, data_dir, cache_dir, "--folds", "0",
+                                           "-p", "epochs", "1"),
+                             cwd=REPO_ROOT, capture_output=True, text=True)
+    assert changed.returncode == 1
+    assert "finished with other parameters (epochs)" in changed.stdout
