@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
               for s in ("ran", "done", "failed", "busy", "stale")}
     print(f"{len(results)} runs: {counts['ran']} ran, {counts['done']} already finished, "
           f"{counts['failed']} failed, {counts['busy']} busy elsewhere, "
-          f"{counts['stale']} finished on other data")
+          f"{counts['stale']} stale (finished with other data or parameters)")
     if args.stamp and (counts["ran"] or not Path(args.stamp).exists()):
         atomic_write_text(args.stamp, f"{time.time()}\n")
     return 1 if counts["failed"] or counts["busy"] or counts["stale"] else 0

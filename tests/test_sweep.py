@@ -139,7 +139,8 @@ def test_finished_runs_on_other_data_are_reported_not_reused(tmp_path, tiny_data
     other = subprocess.run(sweep_command(plan, runs_dir, tmp_path, cache_dir, "--folds", "0"),
                            cwd=REPO_ROOT, capture_output=True, text=True)
     assert other.returncode == 1
-    assert "1 finished on other data" in other.stdout and "use another --runs-dir" in other.stdout
+    assert "1 stale (finished with other data or parameters)" in other.stdout
+    assert "use another --runs-dir" in other.stdout
     changed = subprocess.run(sweep_command(plan, runs_dir, data_dir, cache_dir, "--folds", "0",
                                            "-p", "epochs", "1"),
                              cwd=REPO_ROOT, capture_output=True, text=True)
