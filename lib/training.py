@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -250,11 +250,6 @@ def fit(model: nn.Module, data: DeviceImages, *, train_index: np.ndarray,
     model.load_state_dict(result.best_state)
     result.test_logits = predict_logits(model, data, test_index, settings)
     return result
-
-
-def settings_dict(settings: TrainSettings) -> dict:
-    """TrainSettings as a plain dict (for metrics.json)."""
-    return asdict(settings)
 
 
 def _mix_batch(data, x, labels, train_index_t, train_labels_t, settings, generator):
