@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lib.ensemble import sigmoid
 from lib.models import build_model
 from lib.runs import CHECKPOINT, is_done, load_checkpoint, model_key
 from lib.training import DeviceImages, TrainSettings, predict_logits
@@ -51,6 +52,6 @@ def predict_runs(run_dirs: list[Path], images: np.ndarray, derivatized: np.ndarr
         settings = TrainSettings(norm=config["norm"], transform=config["transform"],
                                  eval_batch_size=batch_size, amp=amp, channels_last=False)
         logits = predict_logits(model, data, index, settings)
-        per_model.setdefault(model_key(run_dir), []).append(1 / (1 + np.exp(-logits)))
+        per_model.setdefault(model_key(run_dir), []).append(sigmoid(logits))
     return {key: np.mean(probs, axis=0).astype(np.float32) for key, probs in per_model.items()}
 
