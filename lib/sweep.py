@@ -47,7 +47,7 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.name}/{self.backbone.split('.')[0]}/fold{self.fold}_seed{self.seed}"
+        return "/".join(self.run_dir.parts[-3:])  # <name>/<backbone>/fold<k>_seed<s>
 
 
 def load_plan(path: str | Path) -> dict:
