@@ -16,6 +16,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -62,8 +63,9 @@ def load_competition(data_dir: str | Path, *, check_md5: bool = False,
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found")
     metadata = read_metadata(root / "metadata.csv")
-    metadata["path"] = [resolve_feature_path(root, rel, sid)
-                        for sid, rel in zip(metadata["sample_id"], metadata["features_path"])]
+    metadata["path"] = [resolve_feature_path(root, rel, sid, row)
+                        for row, (sid, rel) in enumerate(zip(metadata["sample_id"],
+                                                              metadata["features_path"]), start=2)]
     labels = _read_all_labels(root, metadata)
     if check_md5:
         verify_md5(metadata, workers=workers)
@@ -87,14 +89,21 @@ def read_metadata(path: Path) -> pd.DataFrame:
         row = int(np.argmax(bad_split.to_numpy()))
         raise DataError(f"{path}: row {row + 2} (sample {frame['sample_id'].iloc[row]}): "
                         f"unknown split {frame['split'].iloc[row]!r}; expected one of {SPLITS}")
+    frame["derivatized"] = derivatized_flags(frame, path)
+    return frame
+
+
+def derivatized_flags(frame: pd.DataFrame, path: Path) -> pd.Series:
+    """A ``derivatized`` column read as strings -> int 0/1: accepts 0, 1 (also 0.0, 1.0) and
+    blank (0); anything else is a DataError naming the file, row, sample and value."""
     derivatized = frame["derivatized"].str.strip().replace({"": "0", "1.0": "1", "0.0": "0"})
     bad = ~derivatized.isin(["0", "1"])
     if bad.any():
         row = int(np.argmax(bad.to_numpy()))
         raise DataError(f"{path}: row {row + 2} (sample {frame['sample_id'].iloc[row]}): "
-                        f"derivatized must be 1 or blank, got {frame['derivatized'].iloc[row]!r}")
-    frame["derivatized"] = derivatized.astype(int)
-    return frame
+                        f"derivatized must be 0, 1 or blank, got "
+                        f"{frame['derivatized'].iloc[row]!r}")
+    return derivatized.astype(int)
 
 
 def read_labels(path: Path) -> pd.DataFrame:
@@ -143,9 +152,16 @@ def _read_all_labels(root: Path, metadata: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts)
 
 
-def resolve_feature_path(root: Path, relative: str, sample_id: str) -> Path:
-    """The absolute path of a sample's CSV; DataError (with a hint at nested archives) if absent."""
+def resolve_feature_path(root: Path, relative: str, sample_id: str, row: int | None = None
+                         ) -> Path:
+    """The absolute path of a sample's CSV; DataError if it leaves the data folder (absolute,
+    or ``..`` above it) or is absent (with a hint at nested archives). ``row``: its line in
+    metadata.csv, for the message."""
+    where = f"row {row} (sample {sample_id})" if row else f"sample {sample_id}"
     path = root / relative
+    if Path(relative).is_absolute() or not path.resolve().is_relative_to(root.resolve()):
+        raise DataError(f"{root / 'metadata.csv'}: {where}: features_path {relative!r} leaves "
+                        f"the data folder; it must be relative to {root}, inside it")
     if path.is_file():
         return path
     nested = path.parent / path.parent.name / path.name
@@ -153,8 +169,7 @@ def resolve_feature_path(root: Path, relative: str, sample_id: str) -> Path:
     if nested.is_file():
         hint = (f"; it exists one folder deeper at {nested}: the archive was unpacked into a "
                 f"nested folder, move the files up one level")
-    raise DataError(f"{root / 'metadata.csv'}: sample {sample_id}: feature file {path} "
-                    f"not found{hint}")
+    raise DataError(f"{root / 'metadata.csv'}: {where}: feature file {path} not found{hint}")
 
 
 def file_md5(path: Path, chunk_bytes: int = 1 << 20) -> str:
@@ -183,9 +198,18 @@ def verify_md5(metadata: pd.DataFrame, *, workers: int | None = None) -> None:
                         f"copies; re-extract them or pass check_md5=False to skip):\n{lines}{more}")
 
 
-def read_sample(path: str | Path) -> tuple[pd.DataFrame, int]:
-    """One sample CSV -> (frame with float64 columns time, mass, intensity; number of NaN
-    intensities, which are set to 0 as in the reference).
+class Repairs(NamedTuple):
+    """What read_sample changed in a sample: NaN intensities and negative intensities, each
+    set to 0 (rows kept)."""
+
+    nan: int
+    negative: int
+
+
+def read_sample(path: str | Path) -> tuple[pd.DataFrame, Repairs]:
+    """One sample CSV -> (frame with float64 columns time, mass, intensity; Repairs: the
+    number of NaN intensities, set to 0 as in the reference, and of negative intensities,
+    clipped to 0 so that they cannot cancel signal in a cell).
 
     DataError if the file is empty, lacks a column, holds a non-numeric value or a missing
     time or mass.
@@ -216,9 +240,10 @@ def read_sample(path: str | Path) -> tuple[pd.DataFrame, int]:
         if np.isinf(values).any():
             raise DataError(f"{path}: infinite {name} values")
         columns[name] = values
-    n_nan = int(np.isnan(columns["intensity"]).sum())
-    columns["intensity"] = np.nan_to_num(columns["intensity"], nan=0.0)
-    return pd.DataFrame(columns), n_nan
+    intensity = columns["intensity"]
+    repairs = Repairs(nan=int(np.isnan(intensity).sum()), negative=int((intensity < 0).sum()))
+    columns["intensity"] = np.clip(np.nan_to_num(intensity, nan=0.0), 0.0, None)
+    return pd.DataFrame(columns), repairs
 
 
 def load_prediction_samples(data_dir: str | Path, *, splits=("val", "test"),
@@ -227,8 +252,8 @@ def load_prediction_samples(data_dir: str | Path, *, splits=("val", "test"),
     plain folder (sample_id = file name without .csv).
 
     For a plain folder, derivatized flags come from ``derivatized_csv`` (columns sample_id,
-    derivatized: 1 or blank), else 0 for every sample. Returns columns sample_id,
-    derivatized, features_md5_hash, path, like Competition.metadata.
+    derivatized: 0, 1 or blank; samples it does not list get 0), else 0 for every sample.
+    Returns columns sample_id, derivatized, features_md5_hash, path, like Competition.metadata.
     """
     root = Path(data_dir)
     if (root / "metadata.csv").is_file():
@@ -244,14 +269,16 @@ def load_prediction_samples(data_dir: str | Path, *, splits=("val", "test"),
                           "features_md5_hash": "", "path": paths})
     _check_unique_ids(frame["sample_id"], root)
     if derivatized_csv:
-        flags = _read_csv(Path(derivatized_csv), dtype=str, keep_default_na=False)
+        path = Path(derivatized_csv)
+        flags = _read_csv(path, dtype=str, keep_default_na=False)
         if not {"sample_id", "derivatized"} <= set(flags.columns):
-            raise DataError(f"{derivatized_csv}: needs columns sample_id, derivatized")
-        known = flags.set_index("sample_id")["derivatized"].str.strip()
+            raise DataError(f"{path}: needs columns sample_id, derivatized")
+        _check_unique_ids(flags["sample_id"], path)
+        known = pd.Series(derivatized_flags(flags, path).to_numpy(), index=flags["sample_id"])
         unknown = sorted(set(known.index) - set(frame["sample_id"]))
         if unknown:
-            raise DataError(f"{derivatized_csv}: samples not in {root}: {unknown[:5]}")
-        frame["derivatized"] = [int(known.get(s, "") in ("1", "1.0")) for s in frame["sample_id"]]
+            raise DataError(f"{path}: samples not in {root}: {unknown[:5]}")
+        frame["derivatized"] = [int(known.get(s, 0)) for s in frame["sample_id"]]
     return frame
 
 

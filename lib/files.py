@@ -18,6 +18,7 @@ def atomic_path(path: str | Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                        suffix=".partial")
+    os.fchmod(handle, 0o666 & ~current_umask())  # mkstemp's 0600 would hide results from the group
     os.close(handle)
     try:
         yield Path(partial)
@@ -25,6 +26,21 @@ def atomic_path(path: str | Path):
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (/proc), else by the
+    usual set-and-restore."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib.dataset import DataError, read_sample
+from lib.dataset import DataError, Repairs, read_sample
 from lib.files import atomic_path
 from lib.schema import HELIUM_MASS
 
@@ -25,7 +25,7 @@ TRANSFORMS = ("log", "log1p")
 MIN_CLIP = 1e-4
 LOG1P_SCALE = 1000.0
 # Bump when the rendering changes, so every cache built before is rebuilt.
-RENDER_VERSION = 1
+RENDER_VERSION = 2  # 2: negative intensities clipped to 0, counted
 
 
 def render_image(time: np.ndarray, mass: np.ndarray, intensity: np.ndarray, *,
@@ -137,18 +137,18 @@ def sample_image_pandas(csv_path: str | Path, derivatized: bool, *, m_bins: int 
     return channels
 
 
-def _render_file(csv_path: str | Path, m_bins: int, t_bins: int) -> tuple[np.ndarray, int]:
-    frame, n_nan = read_sample(csv_path)
+def _render_file(csv_path: str | Path, m_bins: int, t_bins: int) -> tuple[np.ndarray, Repairs]:
+    frame, repairs = read_sample(csv_path)
     image = render_image(frame["time"].to_numpy(), frame["mass"].to_numpy(),
                          frame["intensity"].to_numpy(), m_bins=m_bins, t_bins=t_bins,
                          source=str(csv_path))
-    return image, n_nan
+    return image, repairs
 
 
-def _render_one(args: tuple[str, int, int]) -> tuple[np.ndarray, int]:
+def _render_one(args: tuple[str, int, int]) -> tuple[np.ndarray, Repairs]:
     path, m_bins, t_bins = args
-    image, n_nan = _render_file(path, m_bins, t_bins)
-    return image.astype(np.float32), n_nan
+    image, repairs = _render_file(path, m_bins, t_bins)
+    return image.astype(np.float32), repairs
 
 
 # ---- the cache ------------------------------------------------------------------------------
@@ -177,7 +177,8 @@ def build_image_cache(metadata: pd.DataFrame, path: str | Path, *, m_bins: int =
     reuse the file when its fingerprint matches. Returns the cache's arrays:
 
     sample_ids (N,) str, derivatized (N,) int8, images (N, m_bins, t_bins) float32,
-    nan_counts (N,) int64 (NaN intensities read as 0), fingerprint () str.
+    nan_counts (N,) int64 (NaN intensities read as 0), negative_counts (N,) int64 (negative
+    intensities clipped to 0), fingerprint () str.
     The file is written under a temporary name and renamed, so it is whole or absent.
     """
     path = Path(path)
@@ -198,7 +199,8 @@ def build_image_cache(metadata: pd.DataFrame, path: str | Path, *, m_bins: int =
         "sample_ids": metadata["sample_id"].to_numpy(dtype=str),
         "derivatized": metadata["derivatized"].to_numpy(dtype=np.int8),
         "images": np.stack([image for image, _ in results]),
-        "nan_counts": np.array([n for _, n in results], dtype=np.int64),
+        "nan_counts": np.array([r.nan for _, r in results], dtype=np.int64),
+        "negative_counts": np.array([r.negative for _, r in results], dtype=np.int64),
         "fingerprint": np.array(fingerprint),
     }
     with atomic_path(path) as partial, open(partial, "wb") as handle:

@@ -86,8 +86,11 @@ class GcmsNet(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out = self.backbone(self.input_conv(x))
-        # logits in fp32 even under bf16 autocast, so the TTA mean is not rounded to bf16
-        return self.head(out[-1] if self.features_only else out).float()
+        features = out[-1] if self.features_only else out
+        # The head (flatM's mean and the last Linear) runs in fp32 even under bf16 autocast, so
+        # the logits, their TTA mean and the OOF loss that picks the best epoch are not rounded.
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return self.head(features.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 2, m, t) -> (B, 9) logits. Training: one width drawn per call (per batch) from
@@ -106,16 +109,19 @@ def build_model(backbone: str, head: str, *, pretrained: bool = False, m_bins: i
     head: "cls3" (timm classifier with its 1000-class head, then Linear(1000, n_classes)) or
     "flatM" (features_only backbone, mean over time of the last feature map, flattened with
     its mass rows, then Linear(C * m', n_classes); m' is m_bins / 32 for the usual nets).
-    pretrained: load ImageNet weights from a local file: ``weights`` (a file, or a folder
-    holding ``<backbone><suffix>``), else a pre-filled Hugging Face cache. Never downloads;
-    WeightsNotFoundError says where to put the file. pretrained=False: random init.
+    pretrained: ImageNet weights, as timm users expect, from the first of: ``weights`` (a file,
+    or a folder holding ``<backbone><suffix>``), the Hugging Face cache, timm's own download
+    from the hub (cached as usual). Offline (HF_HUB_OFFLINE=1, or no network) with neither
+    file nor cache, WeightsNotFoundError names the model and says where to put the file.
+    pretrained=False: random init.
     """
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     kwargs = dict(in_chans=3, features_only=head == "flatM")
     if pretrained:
-        kwargs["pretrained_cfg_overlay"] = dict(file=str(find_weights(backbone, weights)))
-    net = timm.create_model(backbone, pretrained=pretrained, **kwargs)
+        net = _create_pretrained(backbone, weights, kwargs)
+    else:
+        net = timm.create_model(backbone, pretrained=False, **kwargs)
     if head == "cls3":
         head_module = nn.Linear(net.num_classes, n_classes)
     else:
@@ -134,8 +140,33 @@ def _last_feature_rows(features_net: nn.Module, m_bins: int) -> int:
     return int(rows)
 
 
+def _create_pretrained(backbone: str, weights: str | Path | None, kwargs: dict) -> nn.Module:
+    """timm.create_model(pretrained=True) from a local file or the cache, else from the hub."""
+    try:
+        local = find_weights(backbone, weights)
+    except WeightsNotFoundError as missing:
+        if _hub_offline():
+            raise
+        try:
+            return timm.create_model(backbone, pretrained=True, **kwargs)
+        except OSError as error:  # no network: huggingface_hub's LocalEntryNotFoundError, URLError
+            raise WeightsNotFoundError(f"{missing} (The download from the hub failed: "
+                                       f"{str(error).splitlines()[0]})") from None
+    return timm.create_model(backbone, pretrained=True,
+                             pretrained_cfg_overlay=dict(file=str(local)), **kwargs)
+
+
+def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it (at import) or as set since."""
+    from huggingface_hub import constants
+
+    value = os.environ.get("HF_HUB_OFFLINE", "")
+    return bool(constants.HF_HUB_OFFLINE) or value.upper() in {"1", "ON", "YES", "TRUE"}
+
+
 def find_weights(backbone: str, weights: str | Path | None) -> Path:
-    """The local weights file for a timm name (see build_model), or WeightsNotFoundError."""
+    """The local weights file for a timm name: ``weights`` (file or folder), then the Hugging
+    Face cache; else WeightsNotFoundError saying where to put one."""
     looked = []
     if weights:
         weights = Path(weights).expanduser()
@@ -155,8 +186,9 @@ def find_weights(backbone: str, weights: str | Path | None) -> Path:
     raise WeightsNotFoundError(
         f"no pretrained weights for {backbone!r}: looked in {' and '.join(looked)}. Put the "
         f"file at weights/{backbone}.safetensors (and pass weights='weights'), or pre-fill "
-        f"the cache on a machine with internet: `hf download {hub_id or 'timm/' + backbone}`; "
-        f"or set pretrained: false to train from random init.")
+        f"the cache on a machine with internet: `hf download {hub_id or 'timm/' + backbone}` "
+        f"(online, pretrained: true downloads it through timm); or set pretrained: false to "
+        f"train from random init.")
 
 
 def _hub_id(backbone: str) -> str | None:

@@ -8,6 +8,7 @@ written atomically, so a crash leaves no DONE and no file that looks finished.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import re
@@ -62,7 +63,21 @@ def start_run(run_dir: Path) -> Path:
                                f"folder to train it again, or pass another run_dir")
     for leftover in (CHECKPOINT, OOF_LOGITS, TEST_LOGITS, METRICS, "learning_curve.png"):
         (run_dir / leftover).unlink(missing_ok=True)
+    for partial in run_dir.glob(".*.partial"):  # temporary files of a killed atomic write
+        partial.unlink(missing_ok=True)
     return run_dir
+
+
+def data_fingerprint(data) -> str:
+    """A hash of what a run learns from and is scored on (a lib.dataset.Competition): sample
+    ids, splits, derivatized flags and labels. Not the folder's path, which differs between
+    the machines of a cluster; equal data in another place gives the same fingerprint."""
+    meta = data.metadata.sort_values("sample_id")
+    labels = data.labels.sort_index()
+    payload = json.dumps([meta["sample_id"].tolist(), meta["split"].tolist(),
+                          meta["derivatized"].astype(int).tolist(), labels.index.tolist(),
+                          labels.to_numpy(dtype=int).tolist()])
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def label_frame(sample_ids, values: np.ndarray) -> pd.DataFrame:
@@ -80,10 +95,24 @@ def save_checkpoint(path: Path, state_dict: dict, config: dict) -> None:
         torch.save({"model": state_dict, "config": config}, partial)
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be read; the message names the file."""
+
+
 def load_checkpoint(path: Path) -> tuple[dict, dict]:
-    """(state_dict, config) of a checkpoint written by save_checkpoint."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    return payload["model"], payload["config"]
+    """(state_dict, config) of a checkpoint written by save_checkpoint; CheckpointError naming
+    the file if it is missing, truncated or not one of ours."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return payload["model"], payload["config"]
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        reason = str(error).split("\n")[0].strip() or type(error).__name__
+        if isinstance(error, KeyError) or "weights only" in reason.lower().replace("_", " "):
+            reason = "not a checkpoint written by this project's 03_train"
+        raise CheckpointError(f"{path}: cannot load the checkpoint ({reason}); the file is "
+                              f"damaged or from elsewhere: train the run again") from None
 
 
 def write_predictions(run_dir: Path, oof: pd.DataFrame, test: pd.DataFrame) -> None:
@@ -159,14 +188,16 @@ class CollectedModels:
     problems: list[str]
 
 
-def collect_models(run_dirs: list[Path], folds: pd.DataFrame, test_ids: list[str]
-                   ) -> CollectedModels:
+def collect_models(run_dirs: list[Path], folds: pd.DataFrame, test_ids: list[str],
+                   fingerprint: str | None = None) -> CollectedModels:
     """Group finished run folders into models (all folds of one name/backbone/seed) and
     assemble each model's predictions by sample_id.
 
     folds: sample_id, fold of every train sample (the OOF predictions must cover each fold
-    exactly); test_ids: the val + test ids every run must predict. A model with a missing,
-    unfinished or mismatching fold is left out and reported in ``problems``, never silently.
+    exactly); test_ids: the val + test ids every run must predict; fingerprint: the
+    data_fingerprint of the data being ensembled (every fold must have seen that data). A model
+    with a missing, unfinished, mismatching or other-data fold is left out and reported in
+    ``problems`` with the fold and the file, never silently.
     """
     by_model: dict[str, dict[int, Path]] = {}
     for run_dir in run_dirs:
@@ -178,7 +209,8 @@ def collect_models(run_dirs: list[Path], folds: pd.DataFrame, test_ids: list[str
     names, oof_list, test_list, problems = [], [], [], []
     for name in sorted(by_model, key=_model_order):
         try:
-            oof, test = _assemble_model(by_model[name], fold_ids, train_ids, test_ids)
+            oof, test = _assemble_model(by_model[name], fold_ids, train_ids, test_ids,
+                                        fingerprint)
         except ValueError as error:
             problems.append(f"{name}: left out: {error}")
             continue
@@ -191,27 +223,44 @@ def collect_models(run_dirs: list[Path], folds: pd.DataFrame, test_ids: list[str
 
 
 def _assemble_model(fold_dirs: dict[int, Path], fold_ids: dict[int, set], train_ids: list[str],
-                    test_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+                    test_ids: list[str], fingerprint: str | None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     missing = sorted(set(fold_ids) - set(fold_dirs))
     if missing:
-        raise ValueError(f"no run folder for fold(s) {missing}")
-    unfinished = [k for k, d in sorted(fold_dirs.items()) if not is_done(d)]
+        raise ValueError(f"no run folder for fold(s) {missing} (looked for "
+                         f"{_sibling(fold_dirs, missing[0])})")
+    unfinished = [k for k in sorted(fold_ids) if not is_done(fold_dirs[k])]
     if unfinished:
-        raise ValueError(f"fold(s) {unfinished} not finished (no DONE)")
+        raise ValueError(f"fold(s) {unfinished} not finished: no {fold_dirs[unfinished[0]] / DONE}")
     oof_parts, test_probs = [], []
     for k in sorted(fold_ids):
+        if fingerprint is not None:
+            seen = read_metrics(fold_dirs[k]).get("data_fingerprint")
+            if seen != fingerprint:
+                raise ValueError(f"fold {k}: trained on other data ({fold_dirs[k] / METRICS} "
+                                 f"has data fingerprint {seen}, this data is {fingerprint})")
         oof = read_logits(fold_dirs[k] / OOF_LOGITS)
         if set(oof.index) != fold_ids[k] or len(oof) != len(fold_ids[k]):
-            raise ValueError(f"fold {k}: OOF sample ids differ from the folds file's fold {k}")
+            raise ValueError(f"fold {k}: {fold_dirs[k] / OOF_LOGITS}: its sample ids differ "
+                             f"from the folds file's fold {k}")
         test = read_logits(fold_dirs[k] / TEST_LOGITS)
         if sorted(test.index) != sorted(test_ids) or len(test) != len(test_ids):
-            raise ValueError(f"fold {k}: test sample ids differ from the data's val + test ids")
+            raise ValueError(f"fold {k}: {fold_dirs[k] / TEST_LOGITS}: its sample ids differ "
+                             f"from the data's val + test ids")
+        if not np.isfinite(oof.to_numpy()).all() or not np.isfinite(test.to_numpy()).all():
+            bad = OOF_LOGITS if not np.isfinite(oof.to_numpy()).all() else TEST_LOGITS
+            raise ValueError(f"fold {k}: {fold_dirs[k] / bad}: non-finite logits")
         oof_parts.append(oof)
         test_probs.append(sigmoid(test.loc[test_ids].to_numpy(dtype=np.float64)))
     oof_logits = pd.concat(oof_parts).loc[train_ids].to_numpy(dtype=np.float64)
-    if not (np.isfinite(oof_logits).all() and np.isfinite(test_probs).all()):
-        raise ValueError("non-finite OOF or test logits")
     return sigmoid(oof_logits), np.mean(test_probs, axis=0)
+
+
+def _sibling(fold_dirs: dict[int, Path], fold: int) -> Path:
+    """The folder fold ``fold`` would have, beside the model's other folds."""
+    some = next(iter(fold_dirs.values()))
+    seed = FOLD_DIR.search(some.name).group(2)
+    return some.parent / f"fold{fold}_seed{seed}"
 
 
 def _model_order(key: str) -> tuple:

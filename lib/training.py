@@ -263,9 +263,15 @@ def _mix_batch(data, x, labels, train_index_t, train_labels_t, settings, generat
                  fraction.to(device))
 
 
+def precision(device: torch.device, settings: TrainSettings) -> str:
+    """What a fit on ``device`` computes in: "bf16" (autocast, CUDA with amp; the head stays
+    fp32) or "fp32". Recorded in metrics.json."""
+    return "bf16" if settings.amp and device.type == "cuda" else "fp32"
+
+
 def _autocast(device: torch.device, settings: TrainSettings):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                          enabled=settings.amp and device.type == "cuda")
+                          enabled=precision(device, settings) == "bf16")
 
 
 def prepare_model(model: nn.Module, device: torch.device, settings: TrainSettings) -> nn.Module:

@@ -41,7 +41,7 @@ def test_missing_data_folder(tmp_path):
      r"row 12 \(sample S0010\): unknown split 'valid'"),
     (lambda f: pd.concat([f, f.iloc[[3]]]), r"duplicate sample_id \['S0003'\]"),
     (lambda f: f.assign(derivatized=f["derivatized"].replace("1", "yes")),
-     r"row 2 \(sample S0000\): derivatized must be 1 or blank, got 'yes'"),
+     r"row 2 \(sample S0000\): derivatized must be 0, 1 or blank, got 'yes'"),
 ])
 def test_bad_metadata(competition_dir, edit, message):
     edit_csv(competition_dir / "metadata.csv", edit)
@@ -77,7 +77,8 @@ def test_missing_val_labels_file(competition_dir):
 
 def test_missing_feature_file(competition_dir):
     (competition_dir / "test_features" / "S0014.csv").unlink()
-    with pytest.raises(DataError, match=r"sample S0014: feature file .*S0014.csv not found$"):
+    with pytest.raises(DataError,
+                       match=r"row 16 \(sample S0014\): feature file .*S0014.csv not found$"):
         load_competition(competition_dir)
 
 
@@ -121,8 +122,8 @@ def test_bad_sample_csv(tmp_path, text, message):
 
 def test_nan_intensities_count_as_zero(tmp_path):
     path = sample_csv(tmp_path, "time,mass,intensity\n0.1,12.0,\n0.2,13.0,5\n0.3,14.0,\n")
-    frame, n_nan = read_sample(path)
-    assert n_nan == 2
+    frame, repairs = read_sample(path)
+    assert repairs.nan == 2 and repairs.negative == 0
     assert frame["intensity"].tolist() == [0.0, 5.0, 0.0]
     assert re.fullmatch("float64", str(frame["time"].dtype))
 
@@ -147,3 +148,58 @@ def test_prediction_samples_from_competition_and_plain_folders(competition_dir, 
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="neither metadata.csv nor sample CSV files"):
         load_prediction_samples(tmp_path / "empty")
+
+
+def test_negative_intensities_are_clipped_and_counted(tmp_path):
+    path = sample_csv(tmp_path, "time,mass,intensity\n0.1,12.0,-3\n0.2,13.0,5\n0.3,14.0,-0.5\n")
+    frame, repairs = read_sample(path)
+    assert repairs == (0, 2)
+    assert frame["intensity"].tolist() == [0.0, 5.0, 0.0]
+
+
+def test_image_cache_counts_negative_intensities(competition_dir, tmp_path):
+    from lib.images import build_image_cache
+
+    data = load_competition(competition_dir)
+    path = data.metadata["path"].iloc[1]
+    frame = pd.read_csv(path)
+    frame.loc[:4, "intensity"] = -7
+    frame.to_csv(path, index=False)
+    cache = build_image_cache(data.metadata, tmp_path / "c.npz", workers=1, progress=False)
+    assert cache["negative_counts"].tolist() == [0, 5] + [0] * 13
+
+
+@pytest.mark.parametrize("features_path", ["../outside.csv", "/etc/hostname",
+                                           "train_features/../../outside.csv"])
+def test_features_path_outside_the_data_folder_is_refused(competition_dir, features_path):
+    (competition_dir.parent / "outside.csv").write_text("secret first line\n1,2,3\n")
+
+    def edit(frame):
+        frame.loc[4, "features_path"] = features_path
+        return frame
+
+    edit_csv(competition_dir / "metadata.csv", edit)
+    with pytest.raises(DataError, match=r"metadata.csv: row 6 \(sample S0004\): features_path "
+                       r".* leaves the data folder") as info:
+        load_competition(competition_dir)
+    assert "secret" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["yes", "2", "True", "-1"])
+def test_prediction_derivatized_csv_accepts_only_0_1_blank(competition_dir, tmp_path, value):
+    from lib.dataset import load_prediction_samples
+
+    plain = tmp_path / "new"
+    plain.mkdir()
+    for sid in ("S0013", "S0014"):
+        shutil.copy(competition_dir / "test_features" / f"{sid}.csv", plain / f"{sid}.csv")
+    flags = tmp_path / "flags.csv"
+    flags.write_text("sample_id,derivatized\nS0013,0\nS0014,1.0\n")
+    assert load_prediction_samples(plain, derivatized_csv=flags)["derivatized"].tolist() == [0, 1]
+    flags.write_text(f"sample_id,derivatized\nS0013,\nS0014,{value}\n")
+    with pytest.raises(DataError, match=rf"flags.csv: row 3 \(sample S0014\): derivatized must "
+                       rf"be 0, 1 or blank, got '{value}'"):
+        load_prediction_samples(plain, derivatized_csv=flags)
+    flags.write_text("sample_id,derivatized\nS0013,1\nS0013,0\n")
+    with pytest.raises(DataError, match=r"flags.csv: duplicate sample_id \['S0013'\]"):
+        load_prediction_samples(plain, derivatized_csv=flags)

@@ -125,3 +125,32 @@ def test_pretrained_missing_says_where_to_put_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
     with pytest.raises(WeightsNotFoundError, match=r"weights/resnet18.bt_in1k.safetensors"):
         find_weights("resnet18.bt_in1k", tmp_path)
+
+
+def test_pretrained_offline_without_file_or_cache_names_the_model(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # and never try the network
+    with pytest.raises(WeightsNotFoundError, match=r"'resnet18.a1_in1k'.*"
+                       r"weights/resnet18.a1_in1k.safetensors"):
+        build_model("resnet18.a1_in1k", "cls3", pretrained=True, weights=tmp_path)
+
+
+def test_head_runs_in_fp32_under_bf16_autocast():
+    torch.manual_seed(0)
+    for head in ("cls3", "flatM"):
+        model = build_model(TINY, head, m_bins=64).eval()
+        captured = {}
+
+        def keep(_module, args, out, captured=captured):
+            captured.update(x=args[0], y=out)
+
+        model.head.register_forward_hook(keep)
+        x = torch.rand(2, 2, 64, 48)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            model.forward_width(x, 48)
+        assert captured["y"].dtype == torch.float32
+        with torch.no_grad():  # the same head on the same features, outside autocast
+            expected = model.head(captured["x"].float())
+        torch.testing.assert_close(captured["y"], expected, rtol=0, atol=1e-6)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import papermill as pm
 import pytest
+import timm
+import torch
 import yaml
 
 from lib.paths import REPO_ROOT
@@ -41,7 +43,33 @@ def test_plans_reference_existing_params(path: Path):
         assert (REPO_ROOT / "params" / run["params"]).is_file()
 
 
-def test_final_plan_is_the_reference_submission():
+@pytest.mark.parametrize("plan_name", ["submitted11", "final16"])
+def test_reference_plans_name_backbones_that_exist_and_build(plan_name: str):
+    plan = yaml.safe_load((REPO_ROOT / "params" / "plans" / f"{plan_name}.yaml").read_text())
+    from lib.models import build_model
+
+    built = set()
+    for run in plan["runs"]:
+        params = yaml.safe_load((REPO_ROOT / "params" / run["params"]).read_text())
+        key = (run["backbone"], params["head"])
+        assert timm.models.get_pretrained_cfg(run["backbone"]).hf_hub_id, key
+        if key not in built:
+            with torch.device("meta"):  # shapes only: no memory, no weights
+                build_model(run["backbone"], params["head"], m_bins=params["m_bins"])
+            built.add(key)
+
+
+def test_submitted_plan_is_the_scored_entry():
+    plan = yaml.safe_load((REPO_ROOT / "params" / "plans" / "submitted11.yaml").read_text())
+    runs = [(r["params"][:-5], r["backbone"], r["seed"]) for r in plan["runs"]]
+    assert len(runs) == 11 and len(set(runs)) == 11
+    assert all(params.startswith("3a_") for params, _, _ in runs)
+    assert ("3a_302_cls3_normM", "regnety_040.ra3_in1k", 4) in runs
+    assert ("3a_313_flatM_normT_mix01", "regnetx_320.pycls_in1k", 5) in runs
+    assert plan["folds"] == [0, 1, 2, 3, 4]
+
+
+def test_final_plan_is_the_post_competition_rerun():
     plan = yaml.safe_load((REPO_ROOT / "params" / "plans" / "final16.yaml").read_text())
     runs = [(r["params"][:-5], r["backbone"].split(".")[0], r["seed"]) for r in plan["runs"]]
     assert len(runs) == 16 and len(set(runs)) == 16

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -119,8 +123,82 @@ def test_collect_models_refuses_incomplete_models(tmp_path):
     collected = runs.collect_models(run_dirs, folds, test_ids)
     assert collected.names == ["good/net/seed0"]
     problems = "\n".join(collected.problems)
-    assert "missing/net/seed0: left out: no run folder for fold(s) [2]" in problems
-    assert "unfinished/net/seed0: left out: fold(s) [1] not finished" in problems
-    assert "other_ids/net/seed0: left out: fold 0: test sample ids differ" in problems
-    assert "nan/net/seed0: left out: non-finite OOF or test logits" in problems
+    model = {name: tmp_path / name / "net"
+             for name in ("missing", "unfinished", "other_ids", "nan")}
+    assert (f"missing/net/seed0: left out: no run folder for fold(s) [2] (looked for "
+            f"{model['missing'] / 'fold2_seed0'})") in problems
+    assert (f"unfinished/net/seed0: left out: fold(s) [1] not finished: no "
+            f"{model['unfinished'] / 'fold1_seed0' / 'DONE'}") in problems
+    assert (f"other_ids/net/seed0: left out: fold 0: {model['other_ids'] / 'fold0_seed0'}"
+            f"/test_logits.csv: its sample ids differ") in problems
+    assert (f"nan/net/seed0: left out: fold 0: {model['nan'] / 'fold0_seed0'}/oof_logits.csv: "
+            f"non-finite logits") in problems
     assert collected.oof_probs.shape == (1, 12, 9)
+
+
+def test_collect_models_leaves_out_runs_trained_on_other_data(tmp_path):
+    rng = np.random.default_rng(2)
+    folds, test_ids = folds_table(), ["S0100", "S0101"]
+    for name in ("same", "other", "unrecorded"):
+        fake_model_runs(tmp_path, name, folds, test_ids, rng)
+        for run_dir in (tmp_path / name / "net").iterdir():
+            if name != "unrecorded":
+                fingerprint = "abc" if name == "same" or run_dir.name != "fold1_seed0" else "xyz"
+                runs.write_metrics(run_dir, {"data_fingerprint": fingerprint})
+            else:
+                runs.write_metrics(run_dir, {})
+    run_dirs = sorted(tmp_path.glob("*/net/fold*"))
+    collected = runs.collect_models(run_dirs, folds, test_ids, fingerprint="abc")
+    assert collected.names == ["same/net/seed0"]
+    problems = "\n".join(collected.problems)
+    assert (f"other/net/seed0: left out: fold 1: trained on other data "
+            f"({tmp_path / 'other/net/fold1_seed0/metrics.json'} has data fingerprint xyz, "
+            f"this data is abc)") in problems
+    assert "unrecorded/net/seed0: left out: fold 0: trained on other data" in problems
+    # without a fingerprint to compare with, nothing is checked
+    assert len(runs.collect_models(run_dirs, folds, test_ids).names) == 3
+
+
+def test_data_fingerprint_follows_the_data_not_its_path(competition_dir, tmp_path):
+    from lib.dataset import load_competition
+
+    a, b = competition_dir, tmp_path / "copy"
+    shutil.copytree(a, b)
+    first = runs.data_fingerprint(load_competition(a))
+    assert first == runs.data_fingerprint(load_competition(b))
+    labels = pd.read_csv(b / "train_labels.csv")
+    labels.iloc[0, 1] = 1 - labels.iloc[0, 1]
+    labels.to_csv(b / "train_labels.csv", index=False)
+    assert runs.data_fingerprint(load_competition(b)) != first
+
+
+def test_start_run_clears_partial_files_of_a_killed_write(tmp_path):
+    (tmp_path / ".oof_logits.csv.abc.partial").write_text("half")
+    (tmp_path / "notes.txt").write_text("kept")
+    runs.start_run(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_broken_checkpoint_error_names_the_file(tmp_path):
+    path = tmp_path / runs.CHECKPOINT
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(runs.CheckpointError, match=str(path)) as error:
+        runs.load_checkpoint(path)
+    assert "weights_only=False" not in str(error.value)
+    torch.save({"model": {}, "other": object()}, path)  # not loadable with weights_only
+    with pytest.raises(runs.CheckpointError, match="not a checkpoint written by this project"):
+        runs.load_checkpoint(path)
+
+
+def test_atomic_writes_respect_the_umask(tmp_path):
+    from lib.files import atomic_write_text
+
+    old = os.umask(0o027)
+    try:
+        path = atomic_write_text(tmp_path / "group.txt", "x")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+        os.umask(0o002)
+        path = atomic_write_text(tmp_path / "shared.txt", "x")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o664
+    finally:
+        os.umask(old)
