@@ -50,7 +50,7 @@ def resolve_run_dir(run_dir: str, notebook_path: str | None, name: str, backbone
     papermill injected its path (``--inject-output-path``); else default_run_dir."""
     if run_dir:
         return project_path(run_dir)
-    if notebook_path:
+    if notebook_path and notebook_path != "-":  # "-": papermill prints it to stdout
         return Path(notebook_path).resolve().parent
     return default_run_dir(name, backbone, fold, seed)
 
@@ -78,6 +78,27 @@ def data_fingerprint(data) -> str:
                           meta["derivatized"].astype(int).tolist(), labels.index.tolist(),
                           labels.to_numpy(dtype=int).tolist()])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def closing_note(run_dir: Path, notebook_name: str, started: float) -> str:
+    """The last words of a training notebook: where the run's artifacts are, and whether this
+    execution's notebook is being kept beside them (papermill rewrote
+    ``run_dir/notebook_name`` after ``started``, a time.time()) or goes elsewhere."""
+    run_dir = Path(run_dir)
+    files = ", ".join(sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")))
+    lines = [f"Run folder: {run_dir}", f"Artifacts: {files}"]
+    executed = run_dir / notebook_name
+    if executed.is_file() and executed.stat().st_mtime >= started - 1:
+        lines.append(f"Executed notebook: {executed}")
+    else:
+        lines += [
+            "This execution's notebook is NOT being written to the run folder: papermill was",
+            "given another output path, or none (it then prints the notebook to standard",
+            f"output, and lib's stdout handler saves a copy to {executed} once it ends).",
+            "To write it there yourself, give it as papermill's output path:",
+            f"  papermill notebooks/{notebook_name} {executed} -f <params file> -p ...",
+        ]
+    return "\n".join(lines)
 
 
 def label_frame(sample_ids, values: np.ndarray) -> pd.DataFrame:

@@ -1,27 +1,40 @@
-"""Sweeps: a plan's runs x folds, each executed through papermill into its run folder.
+"""Sweeps: a plan's runs x folds, one Dask task per run, each a papermill execution of the
+training notebook into its run folder.
 
     python -m lib.sweep params/plans/demo.yaml [--folds 0,1,2] [--workers N] [--data-dir D]
+    python -m lib.sweep PLAN --runs-per-gpu 2                       # several runs share a GPU
+    python -m lib.sweep PLAN --scheduler tcp://HOST:8786             # an existing Dask cluster
+    python -m lib.sweep PLAN --cluster params/clusters/slurm.yaml    # a batch queue (dask-jobqueue)
 
-Finished runs (DONE) are skipped; interrupted or failed ones start again from scratch. A run
-that fails writes FAILED (cell, exception) and the sweep goes on; it ends with a summary table
-and exit status 1 if any run failed. Workers each run one papermill process at a time; on a
-machine with several GPUs each worker is pinned to one (CUDA_VISIBLE_DEVICES), on CPU the
-workers split the cores. A killed sweep takes its papermill processes with it.
+Dask schedules: without an address a ``distributed.LocalCluster`` of worker processes runs on
+this machine (one per GPU, pinned with CUDA_VISIBLE_DEVICES; on CPU ``--workers`` of them
+sharing the cores) and is closed at the end. GPU workers advertise the resource ``GPU=1`` and
+each run asks for ``1 / runs_per_gpu`` of it.
+
+Finished runs (DONE) are skipped; interrupted ones start again from scratch. A run whose
+notebook fails writes FAILED (cell, exception) and is not retried; a run whose worker dies is
+rescheduled by Dask on another worker. A per-run lock keeps two sweeps from training the same
+run; a sweep that finds a run held waits for it. The sweep ends with a summary table (which
+worker ran what) and exit status 1 if any run failed or is stale. Ctrl-C cancels queued runs,
+stops running ones (their papermill and kernel processes end, the folders stay unfinished)
+and prints the summary.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import difflib
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
@@ -31,7 +44,15 @@ from lib.paths import REPO_ROOT, project_path
 from lib.runs import default_run_dir, is_done, read_metrics
 
 FAILED = "FAILED"
-TRAIN_NOTEBOOK = REPO_ROOT / "notebooks" / "03_train.ipynb"
+STARTED = "started.txt"  # start and end times of the last attempt, and the worker
+NOTEBOOKS = REPO_ROOT / "notebooks"
+DEFAULT_NOTEBOOK = "03_train.ipynb"
+PLAN_KEYS = {"params", "backbone", "seed"}
+STOP_POLL_SECONDS = 1.0
+
+
+class PlanError(ValueError):
+    """A plan, a params file or a parameter is wrong; the message names the file and entry."""
 
 
 @dataclass(frozen=True)
@@ -44,185 +65,232 @@ class RunSpec:
     seed: int
     fold: int
     run_dir: Path
+    notebook: str = DEFAULT_NOTEBOOK
 
     @property
     def label(self) -> str:
         return "/".join(self.run_dir.parts[-3:])  # <name>/<backbone>/fold<k>_seed<s>
 
 
+# ---- plans -------------------------------------------------------------------------------------
+
 def load_plan(path: str | Path) -> dict:
-    """A plan YAML: ``name``, ``folds`` (list) and ``runs`` (params, backbone, seed); params
-    files are named relative to params/ (or by absolute path)."""
+    """A plan YAML: ``name``, ``folds`` (list) and ``runs`` (params, backbone, seed; params
+    files relative to params/ or absolute). PlanError names the plan file and the entry."""
     path = project_path(path)
-    plan = yaml.safe_load(path.read_text())
-    if not isinstance(plan, dict) or not plan.get("runs"):
-        raise ValueError(f"{path}: a plan needs a non-empty 'runs' list")
+    try:
+        plan = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise PlanError(f"{path}: cannot read the plan ({error})") from None
+    if not isinstance(plan, dict) or not isinstance(plan.get("runs"), list) or not plan["runs"]:
+        raise PlanError(f"{path}: a plan needs a non-empty 'runs' list")
     for i, run in enumerate(plan["runs"]):
-        if set(run) != {"params", "backbone", "seed"}:
-            raise ValueError(f"{path}: run {i + 1} must have exactly params, backbone, seed; "
-                             f"got {sorted(run)}")
-    return plan
+        keys = sorted(run) if isinstance(run, dict) else type(run).__name__
+        if not isinstance(run, dict) or set(run) != PLAN_KEYS:
+            raise PlanError(f"{path}: run {i + 1} ({run!r}) must have exactly params, backbone, "
+                            f"seed; got {keys}")
+        if not isinstance(run["seed"], int) or not isinstance(run["backbone"], str):
+            raise PlanError(f"{path}: run {i + 1} ({run!r}): seed must be an integer and "
+                            f"backbone a timm name")
+    folds = plan.get("folds", [0, 1, 2, 3, 4])
+    if not isinstance(folds, list) or not all(isinstance(f, int) for f in folds):
+        raise PlanError(f"{path}: folds must be a list of integers, got {folds!r}")
+    return {**plan, "path": str(path)}
 
 
 def expand_plan(plan: dict, folds: list[int] | None = None, runs_dir: str | Path = "runs"
                 ) -> list[RunSpec]:
     """The plan's runs x folds (``folds`` overrides the plan's), in plan order, fold-major
     within a run."""
+    where = plan.get("path", "plan")
     specs = []
-    for run in plan["runs"]:
+    for i, run in enumerate(plan["runs"]):
         params_file = Path(run["params"])
         if not params_file.is_absolute():
             params_file = project_path("params") / params_file
-        if not params_file.is_file():
-            raise FileNotFoundError(f"plan names {run['params']}, not found at {params_file}")
-        name = yaml.safe_load(params_file.read_text())["name"]
+        values = _read_params(params_file, f"{where}: run {i + 1}")
+        if not isinstance(values.get("name"), str):
+            raise PlanError(f"{params_file}: needs a 'name' (named by {where}: run {i + 1})")
         for fold in folds if folds is not None else plan.get("folds", [0, 1, 2, 3, 4]):
-            specs.append(RunSpec(params_file, name, run["backbone"], int(run["seed"]), int(fold),
-                                 default_run_dir(name, run["backbone"], fold, run["seed"],
-                                                 runs_dir)))
+            specs.append(RunSpec(params_file, values["name"], run["backbone"], int(run["seed"]),
+                                 int(fold), default_run_dir(values["name"], run["backbone"],
+                                                            fold, run["seed"], runs_dir)))
     return specs
 
 
 def run_parameters(spec: RunSpec, overrides: dict) -> dict:
     """The papermill parameters of one run: params file, then the plan entry, then overrides."""
-    values = yaml.safe_load(spec.params_file.read_text())
+    values = dict(_read_params(spec.params_file, spec.label))
     values.update(backbone=spec.backbone, seed=spec.seed, fold=spec.fold,
                   run_dir=str(spec.run_dir))
     values.update(overrides)
     return values
 
 
-def worker_environment(worker: int, n_workers: int, n_gpus: int) -> dict[str, str]:
-    """Environment of worker ``worker``: one GPU each when there are several, else an equal
-    share of the CPU cores for torch and BLAS."""
-    env = {}
-    if n_gpus > 1:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        devices = [d for d in visible.split(",") if d.strip()] or [str(i) for i in range(n_gpus)]
-        env["CUDA_VISIBLE_DEVICES"] = devices[worker % len(devices)]
-    if n_gpus == 0:
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n_workers))
-    return env
+def check_parameters(specs: list[RunSpec], overrides: dict) -> None:
+    """PlanError unless every key of every params file and every override is a parameter of
+    the notebook it is meant for, naming the key, where it comes from and the nearest
+    parameter. papermill would only warn (and the run would train with the default)."""
+    for spec in specs:
+        known = notebook_parameters(spec.notebook)
+        sources = [(key, str(spec.params_file)) for key in _read_params(spec.params_file, "")]
+        sources += [(key, "-p / command line") for key in overrides]
+        for key, source in sources:
+            if key not in known:
+                near = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean {near[0]!r}?" if near else ""
+                raise PlanError(f"{source}: {key!r} is not a parameter of notebooks/"
+                                f"{spec.notebook}{hint} (known: {', '.join(sorted(known))})")
 
 
-def execute_run(spec: RunSpec, overrides: dict, env: dict[str, str]) -> tuple[str, str]:
-    """Run one spec through papermill unless finished. Returns (status, detail) with status
-    "done" (already finished), "ran", "failed", "busy" (another sweep holds it) or "stale"
-    (finished on another data folder: left as it is, and reported)."""
+@lru_cache
+def notebook_parameters(notebook: str) -> frozenset[str]:
+    """The names in a notebook's parameters cell (papermill.inspect_notebook)."""
+    import papermill
+
+    return frozenset(papermill.inspect_notebook(str(NOTEBOOKS / notebook)))
+
+
+def _read_params(path: Path, named_by: str) -> dict:
+    if not path.is_file():
+        raise PlanError(f"{named_by}: params file {path} not found")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise PlanError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(values, dict):
+        raise PlanError(f"{path}: a params file is a mapping of parameter: value")
+    return values
+
+
+# ---- one run, on a worker ----------------------------------------------------------------------
+
+def execute_run(spec: RunSpec, overrides: dict, fingerprints: dict[str, str],
+                env: dict[str, str] | None = None, should_stop=None) -> tuple[str, str]:
+    """Run one spec through papermill unless finished. Returns (status, detail), status one of
+    "done" (already finished), "ran", "failed", "stale" (finished with other data or
+    parameters: left as it is, and reported) or "stopped" (``should_stop()`` became true:
+    papermill and its kernel were ended, the folder stays unfinished).
+
+    fingerprints: {data_dir: data_fingerprint} of the data the runs must see.
+    """
     run_dir = spec.run_dir
+    wanted = run_parameters(spec, overrides)
     if is_done(run_dir):
-        return _finished_status(run_dir, run_parameters(spec, overrides))
+        _clear_scratch(run_dir)
+        return _finished_status(run_dir, wanted, fingerprints)
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(run_dir / ".lock", "w")
+    with _run_lock(run_dir, should_stop) as held:
+        if not held:
+            return "stopped", "stopped while another sweep held the run"
+        if is_done(run_dir):  # finished by the sweep that held the lock
+            return _finished_status(run_dir, wanted, fingerprints)
+        return _train(spec, wanted, env or {}, should_stop)
+
+
+def _train(spec: RunSpec, parameters: dict, env: dict[str, str], should_stop
+           ) -> tuple[str, str]:
+    run_dir = spec.run_dir
+    (run_dir / FAILED).unlink(missing_ok=True)
+    # Every temporary file of the attempt (parameters, kernel connection files, papermill's
+    # log) lives in run_dir/.tmp, removed at the end and, after a killed attempt, by the next.
+    scratch = run_dir / ".tmp"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    params_file, log = scratch / "params.yaml", scratch / "papermill.log"
+    params_file.write_text(yaml.safe_dump(parameters))
+    started = time.time()
+    atomic_write_text(run_dir / STARTED, f"start {started}\nworker {_worker_name()}\n")
+    command = [sys.executable, "-m", "papermill", str(NOTEBOOKS / spec.notebook),
+               str(run_dir / spec.notebook), "-f", str(params_file), "--kernel", "python3",
+               "--no-progress-bar", "--log-level", "ERROR"]
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        return "busy", "another sweep is running it"
-    try:
-        if is_done(run_dir):
-            return _finished_status(run_dir, run_parameters(spec, overrides))
-        (run_dir / FAILED).unlink(missing_ok=True)
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-            yaml.safe_dump(run_parameters(spec, overrides), handle)
-        command = [sys.executable, "-m", "papermill", str(TRAIN_NOTEBOOK),
-                   str(run_dir / "03_train.ipynb"), "-f", handle.name, "--kernel", "python3",
-                   "--no-progress-bar", "--log-level", "ERROR"]
-        started = time.perf_counter()
-        completed = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, **env},
-                                   capture_output=True, text=True, preexec_fn=_die_with_parent)
-        os.unlink(handle.name)
-        minutes = (time.perf_counter() - started) / 60
-        if completed.returncode == 0 and is_done(run_dir):
+        with open(log, "w") as stderr:
+            # its own session: a Ctrl-C at the terminal reaches the sweep, which stops it
+            process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                                       stderr=stderr, preexec_fn=_die_with_parent,
+                                       start_new_session=True,
+                                       env={**os.environ, **env, "TMPDIR": str(scratch),
+                                            "JUPYTER_RUNTIME_DIR": str(scratch)})
+            while process.poll() is None:
+                if should_stop is not None and should_stop():
+                    _end_process_tree(process)
+                    return "stopped", "stopped by the user (Ctrl-C): left unfinished"
+                time.sleep(STOP_POLL_SECONDS)
+        errors = log.read_text()
+        minutes = (time.time() - started) / 60
+        if process.returncode == 0 and is_done(run_dir):
             return "ran", f"{minutes:.1f} min"
-        error = _error_summary(completed.stderr) or f"papermill exit {completed.returncode}"
-        atomic_write_text(run_dir / FAILED, f"{spec.label}\n{error}\n\n{completed.stderr[-4000:]}")
+        error = _error_summary(errors) or f"papermill exit {process.returncode}"
+        atomic_write_text(run_dir / FAILED, f"{spec.label}\n{error}\n\n{errors[-4000:]}")
         return "failed", error
     finally:
-        lock.close()
+        with open(run_dir / STARTED, "a") as record:
+            record.write(f"end {time.time()}\n")
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
-def run_sweep(specs: list[RunSpec], overrides: dict, *, workers: int = 1,
-              progress: bool = True) -> list[tuple[RunSpec, str, str]]:
-    """Execute every spec with ``workers`` parallel workers; returns (spec, status, detail)
-    in the order of ``specs``."""
-    n_gpus = _gpu_count()
-    slots = list(range(workers))
-    results = []
-
-    def task(spec: RunSpec):
-        worker = slots.pop()
+def _clear_scratch(run_dir: Path) -> None:
+    """Remove the .tmp folder a finished run's killed sweep left behind, unless a sweep still
+    holds the run."""
+    if not (run_dir / ".tmp").exists():
+        return
+    with open(run_dir / ".lock", "a") as lock:  # "a": never touch the file
         try:
-            return spec, *execute_run(spec, overrides, worker_environment(worker, workers,
-                                                                           n_gpus))
-        finally:
-            slots.append(worker)
-
-    from tqdm.auto import tqdm
-
-    with ThreadPoolExecutor(max_workers=workers) as pool, \
-            tqdm(total=len(specs), desc="sweep", unit="run", disable=not progress) as bar:
-        for future in as_completed([pool.submit(task, spec) for spec in specs]):
-            spec, status, detail = future.result()
-            results.append((spec, status, detail))
-            bar.update()
-            bar.set_postfix_str(f"last: {spec.label} {status}")
-    order = {spec: i for i, spec in enumerate(specs)}
-    return sorted(results, key=lambda result: order[result[0]])
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        shutil.rmtree(run_dir / ".tmp", ignore_errors=True)
 
 
-def summary_table(results: list[tuple[RunSpec, str, str]]) -> str:
-    """One line per run: label, status, best OOF loss (finished runs), detail."""
-    lines = [f"{'run':<58}{'status':<8}{'OOF loss':>9}  detail"]
-    for spec, status, detail in results:
-        loss = ""
-        if is_done(spec.run_dir):
-            loss = f"{read_metrics(spec.run_dir)['best_oof_loss']:.4f}"
-        lines.append(f"{spec.label:<58}{status:<8}{loss:>9}  {detail}")
-    return "\n".join(lines)
+@contextmanager
+def _run_lock(run_dir: Path, should_stop):
+    """Hold run_dir/.lock (flock) while training; wait while another sweep holds it. Yields
+    False if asked to stop while waiting."""
+    with open(run_dir / ".lock", "a") as lock:  # "a": never touch the file
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if should_stop is not None and should_stop():
+                    yield False
+                    return
+                time.sleep(STOP_POLL_SECONDS)
+        yield True
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Execute a plan's runs x folds with papermill.")
-    parser.add_argument("plan", help="plan YAML (params/plans/...)")
-    parser.add_argument("--folds", help="comma-separated folds (default: the plan's)")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--data-dir", help="data_dir parameter of every run")
-    parser.add_argument("--cache-dir", help="cache_dir parameter of every run")
-    parser.add_argument("--runs-dir", default="runs", help="root of the run folders")
-    parser.add_argument("-p", "--param", nargs=2, action="append", default=[],
-                        metavar=("KEY", "VALUE"), help="override a parameter (YAML value)")
-    parser.add_argument("--stamp", help="file touched when a run finished in this sweep")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+def _end_process_tree(process: subprocess.Popen, grace_seconds: float = 10.0) -> None:
+    """SIGINT to papermill (it shuts its kernel down), then SIGKILL to whatever of it and its
+    descendants (the kernel) is still alive."""
+    import psutil
 
-    overrides = {key: yaml.safe_load(value) for key, value in args.param}
-    if args.data_dir:
-        overrides["data_dir"] = str(project_path(args.data_dir))
-    if args.cache_dir:
-        overrides["cache_dir"] = str(project_path(args.cache_dir))
-    folds = [int(f) for f in args.folds.split(",")] if args.folds else None
-    specs = expand_plan(load_plan(args.plan), folds, args.runs_dir)
-    results = run_sweep(specs, overrides, workers=max(1, args.workers),
-                        progress=not args.no_progress)
-    print(summary_table(results))
-    counts = {s: sum(1 for _, status, _ in results if status == s)
-              for s in ("ran", "done", "failed", "busy", "stale")}
-    print(f"{len(results)} runs: {counts['ran']} ran, {counts['done']} already finished, "
-          f"{counts['failed']} failed, {counts['busy']} busy elsewhere, "
-          f"{counts['stale']} stale (finished with other data or parameters)")
-    if args.stamp and (counts["ran"] or not Path(args.stamp).exists()):
-        atomic_write_text(args.stamp, f"{time.time()}\n")
-    return 1 if counts["failed"] or counts["busy"] or counts["stale"] else 0
+    try:
+        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
+    except psutil.NoSuchProcess:
+        return
+    process.send_signal(signal.SIGINT)
+    _, alive = psutil.wait_procs(tree, timeout=grace_seconds)
+    for leftover in alive:
+        try:
+            leftover.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+    process.wait()
 
 
-def _finished_status(run_dir: Path, wanted: dict) -> tuple[str, str]:
-    """"done" if the finished run used the parameters this sweep asks for, else "stale"."""
-    used = read_metrics(run_dir)["parameters"]
-    if "data_dir" in wanted and used.get("data_dir") and (
-            project_path(used["data_dir"]).resolve() != project_path(wanted["data_dir"]).resolve()):
-        return "stale", (f"finished on {used['data_dir']}, not {wanted['data_dir']}: "
-                         f"use another --runs-dir")
+def _finished_status(run_dir: Path, wanted: dict, fingerprints: dict[str, str]
+                     ) -> tuple[str, str]:
+    """"done" if the finished run saw this data and used the parameters asked for, else
+    "stale"."""
+    metrics = read_metrics(run_dir)
+    used = metrics["parameters"]
+    expected = fingerprints.get(str(wanted.get("data_dir", "")))
+    if expected is not None and metrics.get("data_fingerprint") != expected:
+        return "stale", (f"finished on other data ({used.get('data_dir')}, fingerprint "
+                         f"{metrics.get('data_fingerprint')}), not {wanted['data_dir']} "
+                         f"({expected}): use another --runs-dir")
     differ = sorted(k for k, v in wanted.items()
                     if k not in ("data_dir", "cache_dir", "run_dir", "device") and k in used
                     and _normalise(used[k]) != _normalise(v))
@@ -250,20 +318,200 @@ def _error_summary(stderr: str) -> str:
 
 
 def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the sweep dies, so no orphan keeps training (Linux)."""
+    """In the child: get SIGKILL when the worker dies, so no orphan keeps training (Linux)."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
 
 
-def _gpu_count() -> int:
+def _worker_name() -> str:
     try:
-        import torch
+        from distributed import get_worker
 
-        return torch.cuda.device_count()
-    except ImportError:
-        return 0
+        return str(get_worker().name)
+    except (ImportError, ValueError):
+        return "local"
+
+
+# ---- the sweep, on Dask ------------------------------------------------------------------------
+
+Result = tuple  # (RunSpec, status, detail, worker)
+
+
+def run_task(spec: RunSpec, overrides: dict, fingerprints: dict[str, str],
+             environments: dict[str, dict[str, str]], stop_event: str) -> tuple[str, str, str]:
+    """The Dask task of one run: execute_run with this worker's environment (from
+    ``environments``, keyed by worker address), stopping when the Dask Event ``stop_event``
+    is set. Returns (status, detail, worker name)."""
+    from distributed import Event, get_worker
+
+    worker = get_worker()
+    stop = Event(stop_event)
+    if stop.is_set():  # queued when the sweep was stopped
+        return "stopped", "not started (the sweep was stopped)", ""
+    status, detail = execute_run(spec, overrides, fingerprints,
+                                 environments.get(worker.address, {}), should_stop=stop.is_set)
+    return status, detail, str(worker.name)
+
+
+def run_sweep(client, specs: list[RunSpec], overrides: dict, fingerprints: dict[str, str], *,
+              runs_per_gpu: int = 1, environments: dict | None = None, gpu: bool = False,
+              progress: bool = True) -> list[Result]:
+    """Submit one task per spec to ``client`` and wait for them; returns (spec, status, detail,
+    worker) in the order of ``specs``. gpu: each task asks for 1 / runs_per_gpu of the
+    workers' "GPU" resource. Ctrl-C: queued runs are cancelled and running ones stopped (both
+    reported as "stopped"), then the results so far are returned."""
+    from distributed import Event, as_completed
+    from tqdm.auto import tqdm
+
+    stop_name = f"mars-gcms-sweep-stop-{os.getpid()}-{time.time_ns()}"
+    stop = Event(stop_name, client=client)
+    resources = {"GPU": 1 / runs_per_gpu} if gpu else None
+    futures = {client.submit(run_task, spec, overrides, fingerprints, environments or {},
+                             stop_name, key=f"run-{spec.label}-{time.time_ns()}", pure=False,
+                             resources=resources, retries=0): spec for spec in specs}
+    results: dict[RunSpec, Result] = {}
+    with tqdm(total=len(specs), desc="sweep", unit="run", disable=not progress) as bar:
+        try:
+            for future in as_completed(futures):
+                spec = futures[future]
+                results[spec] = _result(spec, future)
+                bar.update()
+                bar.set_postfix_str(f"last: {spec.label} {results[spec][1]}")
+        except KeyboardInterrupt:
+            print("\nstopping: queued runs cancelled, running runs being stopped ...",
+                  file=sys.stderr)
+            stop.set()  # queued runs return at once, running ones end their papermill
+            for future, spec in futures.items():
+                if spec not in results:
+                    try:
+                        results[spec] = _result(spec, future, timeout=60)
+                    except Exception as error:  # the worker is gone, or did not answer
+                        results[spec] = (spec, "stopped", f"no answer ({error!r})", "")
+    return [results[spec] for spec in specs]
+
+
+def _result(spec: RunSpec, future, timeout: float | None = None) -> Result:
+    future.exception(timeout=timeout)  # waits; a lost or failed task raises nothing here
+    if future.status == "error":  # lost workers beyond Dask's allowed failures, ...
+        return spec, "failed", f"{type(future.exception()).__name__}: {future.exception()}", ""
+    status, detail, worker = future.result(timeout=timeout)
+    return spec, status, detail, worker
+
+
+def summary_table(results: list[Result]) -> str:
+    """One line per run: label, status, best OOF loss (finished runs), worker, detail."""
+    lines = [f"{'run':<58}{'status':<9}{'OOF loss':>9}  {'worker':<10}detail"]
+    for spec, status, detail, worker in results:
+        loss = ""
+        if is_done(spec.run_dir):
+            loss = f"{read_metrics(spec.run_dir)['best_oof_loss']:.4f}"
+        lines.append(f"{spec.label:<58}{status:<9}{loss:>9}  {worker:<10}{detail}")
+    return "\n".join(lines)
+
+
+def data_fingerprints(specs: list[RunSpec], overrides: dict) -> dict[str, str]:
+    """{data_dir as the runs get it: data_fingerprint} for the data folders the runs will
+    read; PlanError naming the folder if one cannot be loaded."""
+    from lib.dataset import DataError, load_competition
+    from lib.runs import data_fingerprint
+
+    result = {}
+    for spec in specs:
+        given = str(run_parameters(spec, overrides).get("data_dir", ""))
+        if given in result:
+            continue
+        folder = given or _notebook_default(spec.notebook, "data_dir")
+        try:
+            result[given] = data_fingerprint(load_competition(project_path(folder)))
+        except DataError as error:
+            raise PlanError(f"data_dir {folder}: {error}") from None
+    return result
+
+
+def _notebook_default(notebook: str, name: str):
+    import ast
+
+    import papermill
+
+    return ast.literal_eval(papermill.inspect_notebook(str(NOTEBOOKS / notebook))[name]["default"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lib import cluster
+
+    parser = argparse.ArgumentParser(
+        description="Execute a plan's runs x folds with papermill, one Dask task per run.")
+    parser.add_argument("plan", help="plan YAML (params/plans/...)")
+    parser.add_argument("--folds", help="comma-separated folds (default: the plan's)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="local CPU workers (local cluster without GPUs)")
+    parser.add_argument("--runs-per-gpu", type=int, default=1,
+                        help="runs sharing one GPU (each asks for 1/K of its GPU resource)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://HOST:8786)")
+    where.add_argument("--scheduler-file", help="scheduler file of a running Dask scheduler")
+    where.add_argument("--cluster", help="batch-queue cluster YAML (params/clusters/slurm.yaml)")
+    parser.add_argument("--print-job-script", action="store_true",
+                        help="with --cluster: print the batch script and exit")
+    parser.add_argument("--data-dir", help="data_dir parameter of every run")
+    parser.add_argument("--cache-dir", help="cache_dir parameter of every run")
+    parser.add_argument("--runs-dir", default="runs", help="root of the run folders")
+    parser.add_argument("-p", "--param", nargs=2, action="append", default=[],
+                        metavar=("KEY", "VALUE"), help="override a parameter (YAML value)")
+    parser.add_argument("--stamp", help="file touched when a run finished in this sweep")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.runs_per_gpu < 1:
+        parser.error("--runs-per-gpu must be at least 1")
+
+    try:
+        if args.print_job_script:
+            if not args.cluster:
+                parser.error("--print-job-script needs --cluster")
+            print(cluster.job_script(args.cluster))
+            return 0
+        overrides = {key: yaml.safe_load(value) for key, value in args.param}
+        if args.data_dir:
+            overrides["data_dir"] = str(project_path(args.data_dir))
+        if args.cache_dir:
+            overrides["cache_dir"] = str(project_path(args.cache_dir))
+        folds = [int(f) for f in args.folds.split(",")] if args.folds else None
+        specs = expand_plan(load_plan(args.plan), folds, args.runs_dir)
+        check_parameters(specs, overrides)
+        fingerprints = data_fingerprints(specs, overrides)
+    except (PlanError, cluster.ClusterConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    runs_root = project_path(args.runs_dir)
+    data_dirs = [project_path(d or _notebook_default(specs[0].notebook, "data_dir"))
+                 for d in fingerprints]
+    with cluster.open_client(scheduler=args.scheduler, scheduler_file=args.scheduler_file,
+                             cluster_file=args.cluster, workers=max(1, args.workers),
+                             runs_per_gpu=args.runs_per_gpu, n_runs=len(specs)) as session:
+        print(f"Dask dashboard: {session.client.dashboard_link}", file=sys.stderr)
+        problems = cluster.preflight(session.client, data_dirs, runs_root)
+        if problems:
+            print("error: workers failed the preflight, nothing was trained:\n" +
+                  "\n".join(f"  {worker}: {reason}" for worker, reason in problems.items()),
+                  file=sys.stderr)
+            return 2
+        results = run_sweep(session.client, specs, overrides, fingerprints,
+                            runs_per_gpu=args.runs_per_gpu, environments=session.environments,
+                            gpu=session.gpu, progress=not args.no_progress)
+    print(summary_table(results))
+    statuses = [status for _, status, _, _ in results]
+    counts = {s: statuses.count(s) for s in ("ran", "done", "failed", "stale", "stopped")}
+    print(f"{len(results)} runs: {counts['ran']} ran, {counts['done']} already finished, "
+          f"{counts['failed']} failed, {counts['stale']} stale (finished with other data or "
+          f"parameters), {counts['stopped']} stopped")
+    if args.stamp and (counts["ran"] or not Path(args.stamp).exists()):
+        atomic_write_text(args.stamp, f"{time.time()}\n")
+    if counts["stopped"]:
+        return 130
+    return 1 if counts["failed"] or counts["stale"] else 0
 
 
 if __name__ == "__main__":

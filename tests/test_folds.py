@@ -41,3 +41,23 @@ def test_folds_are_deterministic_and_depend_on_seed_and_order():
 def test_folds_need_label_columns():
     with pytest.raises(ValueError, match=r"lack columns \['mineral'\]"):
         make_folds(label_table().drop(columns=["mineral"]))
+
+
+def test_folds_files_are_keyed_by_their_setting(tmp_path):
+    from lib.folds import check_fold, folds_file, load_or_make_folds
+
+    labels = label_table(60)
+    five = load_or_make_folds(tmp_path, labels, n_folds=5, seed=42)
+    three = load_or_make_folds(tmp_path, labels, n_folds=3, seed=1)
+    assert set(five["fold"]) == {0, 1, 2, 3, 4} and set(three["fold"]) == {0, 1, 2}
+    assert folds_file(tmp_path, 3, 1).name == "folds_n3_seed1.csv"
+    pd.testing.assert_frame_equal(load_or_make_folds(tmp_path, labels, n_folds=3, seed=1), three)
+    broken = three.assign(fold=three["fold"] % 2)  # a hand-edited file that lost a fold
+    broken.to_csv(folds_file(tmp_path, 3, 1), index=False)
+    with pytest.raises(ValueError, match=r"folds_n3_seed1.csv: holds folds \[0, 1\], not 0..2"):
+        load_or_make_folds(tmp_path, labels, n_folds=3, seed=1)
+    check_fold(4, 5)
+    with pytest.raises(ValueError, match=r"fold 5 does not exist: with n_folds=5 the folds are"):
+        check_fold(5, 5)
+    with pytest.raises(ValueError, match="fold -1 does not exist"):
+        check_fold(-1, 5)

@@ -15,8 +15,9 @@ import pandas as pd
 import papermill as pm
 import pytest
 
+from lib.dataset import load_competition
 from lib.paths import REPO_ROOT
-from lib.runs import is_done, read_logits, read_metrics
+from lib.runs import data_fingerprint, is_done, read_logits, read_metrics
 from lib.synthetic import generate
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -54,7 +55,7 @@ def test_eda_and_preprocess(workspace):
     execute("02_preprocess.ipynb", root / "02.ipynb", data_dir=workspace["data_dir"],
             cache_dir=workspace["cache_dir"], image_sizes=[[64, 96]], workers=1)
     work = root / "cache" / "data"
-    folds = pd.read_csv(work / "folds.csv")
+    folds = pd.read_csv(work / "folds_n5_seed42.csv")
     assert len(folds) == 24 and set(folds["fold"]) == {0, 1, 2, 3, 4}
     assert (work / "images_m64_t96.npz").is_file()
 
@@ -83,10 +84,14 @@ def test_train_notebook_leaves_a_finished_run_folder(trained_run, workspace):
         "learning_curve.png", "DONE"}
     metrics = read_metrics(run_dir)
     assert metrics["parameters"]["fold"] == 1 and metrics["parameters"]["seed"] == 3
+    assert metrics["precision"] == "fp32"
+    assert metrics["data_fingerprint"] == data_fingerprint(load_competition(workspace["data_dir"]))
+    last = nbformat.read(trained_run, as_version=4).cells[-1].outputs[0]["text"]
+    assert f"Executed notebook: {trained_run}" in last
     assert len(metrics["history"]) == 2 and metrics["best_epoch"] in (1, 2)
     assert metrics["environment"]["torch"]
     oof, test = read_logits(run_dir / "oof_logits.csv"), read_logits(run_dir / "test_logits.csv")
-    folds = pd.read_csv(f"{workspace['cache_dir']}/data/folds.csv")
+    folds = pd.read_csv(f"{workspace['cache_dir']}/data/folds_n5_seed42.csv")
     assert sorted(oof.index) == sorted(folds.loc[folds["fold"] == 1, "sample_id"])
     assert len(test) == 12 and np.isfinite(test.to_numpy()).all()
 
@@ -101,3 +106,34 @@ def test_predict_notebook_reproduces_the_run(trained_run, workspace):
     logits = read_logits(run_dir / "test_logits.csv").loc[predicted.index]
     np.testing.assert_allclose(predicted.to_numpy(), 1 / (1 + np.exp(-logits.to_numpy())),
                                atol=1e-5)
+
+
+def test_bare_papermill_command_keeps_the_run_and_a_copy(workspace):
+    """The design card's form without an output path: papermill prints the notebook to stdout;
+    the run folder still gets everything, and lib's stdout handler keeps the notebook there."""
+    name = f"pytest_{uuid.uuid4().hex[:8]}"
+    command = [sys.executable, "-m", "papermill", "notebooks/03_train.ipynb", "-f",
+               "params/demo.yaml", "-p", "name", name, "-p", "data_dir", workspace["data_dir"],
+               "-p", "cache_dir", workspace["cache_dir"],
+               "-y", json.dumps({**TINY_RUN, "epochs": 1}), "--kernel", "python3"]
+    try:
+        done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        printed = nbformat.reads(done.stdout, as_version=4)
+        run_dir = REPO_ROOT / "runs" / name / "test_efficientnet" / "fold0_seed0"
+        assert is_done(run_dir) and (run_dir / "oof_logits.csv").is_file()
+        kept = nbformat.read(run_dir / "03_train.ipynb", as_version=4)
+        assert kept == printed
+        last = printed.cells[-1].outputs[0]["text"]
+        assert f"Run folder: {run_dir}" in last and "NOT being written to the run folder" in last
+        assert f"papermill notebooks/03_train.ipynb {run_dir / '03_train.ipynb'}" in last
+    finally:
+        shutil.rmtree(REPO_ROOT / "runs" / name, ignore_errors=True)
+
+
+def test_train_notebook_refuses_a_fold_that_does_not_exist(workspace, tmp_path):
+    with pytest.raises(pm.PapermillExecutionError, match=r"fold 5 does not exist: with "
+                       r"n_folds=5 the folds are 0..4"):
+        execute("03_train.ipynb", tmp_path / "run" / "03_train.ipynb", fold=5,
+                data_dir=workspace["data_dir"], cache_dir=workspace["cache_dir"], **TINY_RUN)
+    assert not (tmp_path / "run" / "DONE").exists()

@@ -1,19 +1,31 @@
-"""Sweeps: plan expansion, worker environments, failures, and kill-and-resume."""
+"""Sweeps (on a local Dask cluster): plan expansion and checks, failures, stale runs,
+kill-and-resume, two sweeps at once, Ctrl-C."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 import yaml
 
+from lib.cluster import cpu_environments
 from lib.paths import REPO_ROOT
 from lib.runs import is_done
-from lib.sweep import FAILED, expand_plan, load_plan, run_parameters, worker_environment
+from lib.sweep import (
+    FAILED,
+    PlanError,
+    check_parameters,
+    expand_plan,
+    load_plan,
+    main,
+    run_parameters,
+)
 from lib.synthetic import generate
 
 TINY = dict(m_bins=64, t_bins=96, tta_offsets=[-32, 0, 32],
@@ -47,21 +59,42 @@ def test_expand_plan(tmp_path):
     assert values["run_dir"] == str(specs[3].run_dir)
 
 
-def test_bad_plan(tmp_path):
+@pytest.mark.parametrize("runs, message", [
+    ([dict(params="x.yaml", seed=1)], r"run 1 \(\{.*\}\) must have exactly params, backbone, seed"),
+    ([dict(params="demo.yaml", backbone="b", seed="one")], "run 1 .*seed must be an integer"),
+    ([dict(params="nope.yaml", backbone="b", seed=1)], "run 1: params file .*nope.yaml not found"),
+    ("notalist", "a plan needs a non-empty 'runs' list"),
+])
+def test_bad_plans_name_the_file_and_the_entry(tmp_path, runs, message):
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(dict(runs=[dict(params="x.yaml", seed=1)])))
-    with pytest.raises(ValueError, match="run 1 must have exactly params, backbone, seed"):
-        load_plan(path)
+    path.write_text(yaml.safe_dump(dict(runs=runs)))
+    with pytest.raises(PlanError, match=rf"{path}: {message}"):
+        expand_plan(load_plan(path))
 
 
-def test_worker_environment(monkeypatch):
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert worker_environment(3, 4, n_gpus=2) == {"CUDA_VISIBLE_DEVICES": "1"}
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
-    assert worker_environment(2, 4, n_gpus=2) == {"CUDA_VISIBLE_DEVICES": "2"}
-    assert worker_environment(0, 1, n_gpus=1) == {}
-    assert worker_environment(1, 2, n_gpus=0)["OMP_NUM_THREADS"] == str(
-        max(1, (os.cpu_count() or 1) // 2))
+def test_misspelled_parameters_are_refused_before_anything_runs(tmp_path, capsys):
+    plan = write_plan(tmp_path, [("a", "test_efficientnet", 1)])
+    specs = expand_plan(load_plan(plan), runs_dir=tmp_path / "runs")
+    check_parameters(specs, {"epochs": 1})
+    with pytest.raises(PlanError, match=r"-p / command line: 'epoch' is not a parameter of "
+                       r"notebooks/03_train.ipynb; did you mean 'epochs'\?"):
+        check_parameters(specs, {"epoch": 1})
+    (tmp_path / "tiny_a.yaml").write_text("name: tiny_a\nmixup_porb: 0.5\n")
+    with pytest.raises(PlanError, match=r"tiny_a.yaml: 'mixup_porb' .* did you mean 'mixup_prob'"):
+        check_parameters(specs, {})
+    # the command line stops before it starts a cluster or touches a run folder
+    assert main([str(plan), "--runs-dir", str(tmp_path / "runs"), "-p", "epoch", "1"]) == 2
+    assert "did you mean 'mixup_prob'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cpu_environments_share_each_host_between_its_workers():
+    workers = {"tcp://a:1": dict(host="a", nthreads=1), "tcp://a:2": dict(host="a", nthreads=1),
+               "tcp://b:1": dict(host="b", nthreads=1)}
+    envs = cpu_environments(workers)
+    cores = os.cpu_count() or 1
+    assert envs["tcp://a:1"]["OMP_NUM_THREADS"] == str(max(1, cores // 2))
+    assert envs["tcp://b:1"]["MKL_NUM_THREADS"] == str(cores)
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +139,7 @@ def test_sweep_survives_a_kill_and_resumes(tmp_path, tiny_data):
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"{len(specs) - len(finished)} ran, {len(finished)} already finished, 0 failed" \
         in resumed.stdout
+    assert not any(p.name == ".tmp" for s in specs for p in s.run_dir.iterdir())
     for spec in specs:
         assert is_done(spec.run_dir) and not (spec.run_dir / FAILED).exists()
         assert sum(1 for p in spec.run_dir.iterdir() if p.name == "DONE") == 1
@@ -126,6 +160,8 @@ def test_failing_run_writes_failed_and_the_sweep_goes_on(tmp_path, tiny_data):
     assert 'Exception encountered at "In [' in error and "no_such_backbone" in error
     assert is_done(runs_dir / "tiny_a" / "test_efficientnet" / "fold0_seed1")
     assert "1 ran, 0 already finished, 1 failed" in completed.stdout
+    # a failed run is not retried by Dask: it was attempted once
+    assert (failed / "started.txt").read_text().count("start") == 1
     assert "tiny_a/no_such_backbone/fold0_seed1" in completed.stdout
 
 
@@ -138,11 +174,72 @@ def test_finished_runs_on_other_data_are_reported_not_reused(tmp_path, tiny_data
     assert first.returncode == 0, first.stdout + first.stderr
     other = subprocess.run(sweep_command(plan, runs_dir, tmp_path, cache_dir, "--folds", "0"),
                            cwd=REPO_ROOT, capture_output=True, text=True)
-    assert other.returncode == 1
-    assert "1 stale (finished with other data or parameters)" in other.stdout
-    assert "use another --runs-dir" in other.stdout
+    assert other.returncode == 2  # tmp_path is no data folder: refused before anything runs
+    assert "metadata.csv" in other.stderr
+    copy = tmp_path / "copy"  # the same data elsewhere (another machine's path): still done
+    shutil.copytree(data_dir, copy)
+    moved = subprocess.run(sweep_command(plan, runs_dir, copy, cache_dir, "--folds", "0"),
+                           cwd=REPO_ROOT, capture_output=True, text=True)
+    assert moved.returncode == 0 and "1 already finished" in moved.stdout, moved.stdout
+    labels = pd.read_csv(copy / "train_labels.csv")
+    labels.iloc[0, 1] = 1 - labels.iloc[0, 1]
+    labels.to_csv(copy / "train_labels.csv", index=False)
+    changed_data = subprocess.run(sweep_command(plan, runs_dir, copy, cache_dir, "--folds", "0"),
+                                  cwd=REPO_ROOT, capture_output=True, text=True)
+    assert changed_data.returncode == 1
+    assert "1 stale (finished with other data or parameters)" in changed_data.stdout
+    assert "finished on other data" in changed_data.stdout
     changed = subprocess.run(sweep_command(plan, runs_dir, data_dir, cache_dir, "--folds", "0",
                                            "-p", "epochs", "1"),
                              cwd=REPO_ROOT, capture_output=True, text=True)
     assert changed.returncode == 1
     assert "finished with other parameters (epochs)" in changed.stdout
+
+
+def test_two_sweeps_of_one_plan_at_once_both_succeed(tmp_path, tiny_data):
+    """The second sweep waits for the run the first holds and then counts it as done."""
+    data_dir, cache_dir = tiny_data
+    plan = write_plan(tmp_path, [("a", "test_efficientnet", 1)])
+    runs_dir = tmp_path / "runs"
+    command = sweep_command(plan, runs_dir, data_dir, cache_dir, "--folds", "0", "-p", "epochs",
+                            "1")
+    first, second = (subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True) for _ in range(2))
+    outputs = [p.communicate(timeout=300)[0] for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, outputs
+    assert sorted(int(o.split(" ran, ")[0].split()[-1]) for o in outputs) == [0, 1], outputs
+    run_dir = runs_dir / "tiny_a" / "test_efficientnet" / "fold0_seed1"
+    assert is_done(run_dir) and (run_dir / "started.txt").read_text().count("start") == 1
+
+
+def test_ctrl_c_stops_running_runs_and_cancels_queued_ones(tmp_path, tiny_data):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C: the running run ends
+    unfinished (no FAILED), the queued one never starts, no papermill or kernel is left."""
+    import psutil
+
+    data_dir, cache_dir = tiny_data
+    plan = write_plan(tmp_path, [("a", "test_efficientnet", 1)])
+    runs_dir = tmp_path / "runs"
+    specs = expand_plan(load_plan(plan), runs_dir=runs_dir)
+    process = subprocess.Popen(sweep_command(plan, runs_dir, data_dir, cache_dir, "-p",
+                                             "epochs", "50"),
+                               cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while not (specs[0].run_dir / "03_train.ipynb").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(3)
+    before = {p.pid for p in psutil.Process(process.pid).children(recursive=True)}
+    os.killpg(process.pid, signal.SIGINT)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, out
+    assert "stopped by the user (Ctrl-C): left unfinished" in out
+    assert "not started (the sweep was stopped)" in out
+    assert "0 ran, 0 already finished, 0 failed, 0 stale (finished with other data or " \
+           "parameters), 2 stopped" in out
+    for spec in specs:
+        assert not is_done(spec.run_dir) and not (spec.run_dir / FAILED).exists()
+    assert not (specs[0].run_dir / ".tmp").exists()
+    time.sleep(1)
+    assert not [p for p in before if psutil.pid_exists(p)
+                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
