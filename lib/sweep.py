@@ -44,7 +44,7 @@ from lib.paths import REPO_ROOT, project_path
 from lib.runs import default_run_dir, is_done, read_metrics
 
 FAILED = "FAILED"
-STARTED = "started.txt"  # start and end times of the last attempt, and the worker
+STARTED = "attempts.txt"  # "start <time> worker <name>" and "end <time>" of every attempt
 NOTEBOOKS = REPO_ROOT / "notebooks"
 DEFAULT_NOTEBOOK = "03_train.ipynb"
 PLAN_KEYS = {"params", "backbone", "seed"}
@@ -200,7 +200,8 @@ def _train(spec: RunSpec, parameters: dict, env: dict[str, str], should_stop
     params_file, log = scratch / "params.yaml", scratch / "papermill.log"
     params_file.write_text(yaml.safe_dump(parameters))
     started = time.time()
-    atomic_write_text(run_dir / STARTED, f"start {started}\nworker {_worker_name()}\n")
+    with open(run_dir / STARTED, "a") as record:  # one line per attempt, and one at its end
+        record.write(f"start {started} worker {_worker_name()}\n")
     command = [sys.executable, "-m", "papermill", str(NOTEBOOKS / spec.notebook),
                str(run_dir / spec.notebook), "-f", str(params_file), "--kernel", "python3",
                "--no-progress-bar", "--log-level", "ERROR"]

@@ -161,7 +161,7 @@ def test_failing_run_writes_failed_and_the_sweep_goes_on(tmp_path, tiny_data):
     assert is_done(runs_dir / "tiny_a" / "test_efficientnet" / "fold0_seed1")
     assert "1 ran, 0 already finished, 1 failed" in completed.stdout
     # a failed run is not retried by Dask: it was attempted once
-    assert (failed / "started.txt").read_text().count("start") == 1
+    assert (failed / "attempts.txt").read_text().count("start") == 1
     assert "tiny_a/no_such_backbone/fold0_seed1" in completed.stdout
 
 
@@ -209,7 +209,7 @@ def test_two_sweeps_of_one_plan_at_once_both_succeed(tmp_path, tiny_data):
     assert first.returncode == 0 and second.returncode == 0, outputs
     assert sorted(int(o.split(" ran, ")[0].split()[-1]) for o in outputs) == [0, 1], outputs
     run_dir = runs_dir / "tiny_a" / "test_efficientnet" / "fold0_seed1"
-    assert is_done(run_dir) and (run_dir / "started.txt").read_text().count("start") == 1
+    assert is_done(run_dir) and (run_dir / "attempts.txt").read_text().count("start") == 1
 
 
 def test_ctrl_c_stops_running_runs_and_cancels_queued_ones(tmp_path, tiny_data):
