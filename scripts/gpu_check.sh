@@ -4,12 +4,14 @@
 #   2. one real-size 20-epoch hrnet_w64 fold (the reference's 3a/302 config, random init) on
 #      the `full` synthetic profile, generated here (809 train / 312 val / 463 test samples);
 #   3. one resnet34 fold of 3a/302 twice, fp32 (the original's precision) and bf16 autocast
-#      (same seed, same epochs): OOF losses and times, to judge the bf16 default.
+#      (same seed, same epochs): OOF losses and times, to judge the bf16 default;
+#   4. sweeps through Dask with --runs-per-gpu 1, 2, 4 (resnet34, hrnet_w64; 4 folds x 2
+#      epochs each): folds per hour and peak GPU memory.
 # Results go to $OUT (default gpu_results/): bench_*.json, the run folder, and summary.txt.
 #
 #   OUT=gpu_results bash scripts/gpu_check.sh
 #   PROFILE=tiny EPOCHS=1 BACKBONES=resnet18 FOLD_BACKBONE=resnet18 PRECISION_BACKBONE=resnet18 \
-#     bash scripts/gpu_check.sh  # CPU smoke
+#     SWEEP_BACKBONES=resnet18 SWEEP_EPOCHS=1 bash scripts/gpu_check.sh  # CPU smoke
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -62,3 +64,31 @@ EOF
 train_fold "$FOLD_BACKBONE" True fold
 train_fold "$PRECISION_BACKBONE" False precision_fp32
 train_fold "$PRECISION_BACKBONE" True precision_bf16
+
+# 4. Sweep throughput through Dask: --runs-per-gpu 1, 2 and 4 for resnet34 and hrnet_w64
+#    (3a/302, random init, SWEEP_EPOCHS epochs, 4 folds): folds per hour and peak GPU memory.
+SWEEP_EPOCHS=${SWEEP_EPOCHS:-2}
+SWEEP_BACKBONES=${SWEEP_BACKBONES:-"resnet34 hrnet_w64"}
+for backbone in $SWEEP_BACKBONES; do
+  for k in 1 2 4; do
+    plan="$OUT/sweep_${backbone}_k$k.yaml"
+    printf 'name: gpu_sweep\nfolds: [0, 1, 2, 3]\nruns:\n  - {params: %s, backbone: %s, seed: 0}\n' \
+      "$PWD/params/3a_302_cls3_normM.yaml" "$backbone" > "$plan"
+    rm -rf "$OUT/sweeps/${backbone}_k$k"
+    memlog="$OUT/sweep_${backbone}_k$k.mem"
+    if command -v nvidia-smi >/dev/null; then
+      nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 500 > "$memlog" &
+      smi=$!
+    fi
+    start=$(date +%s)
+    $PY -m lib.sweep "$plan" --runs-per-gpu "$k" --runs-dir "$OUT/sweeps/${backbone}_k$k" \
+      --data-dir "$PWD/$data" -p pretrained False -p epochs "$SWEEP_EPOCHS" --no-progress \
+      > "$OUT/sweep_${backbone}_k$k.txt" 2>&1 || true
+    seconds=$(( $(date +%s) - start ))
+    [ -n "${smi:-}" ] && kill "$smi" 2>/dev/null
+    peak=$(sort -n "$memlog" 2>/dev/null | tail -1)
+    echo "sweep $backbone runs-per-gpu $k: 4 folds x $SWEEP_EPOCHS epochs in $seconds s" \
+      "($(( 4 * 3600 / (seconds > 0 ? seconds : 1) )) folds/hour), peak GPU memory ${peak:-?} MiB;" \
+      "$(tail -1 "$OUT/sweep_${backbone}_k$k.txt")" | tee -a "$summary"
+  done
+done
