@@ -110,6 +110,16 @@ def validate_submission(submission: pd.DataFrame, submission_format: pd.DataFram
         raise ValueError(f"{source}: probabilities outside [0, 1]")
 
 
+def check_finite(sample_ids, values: np.ndarray, source: str = "predictions") -> None:
+    """ValueError naming the samples (up to 10) whose row of ``values`` (n, 9) holds NaN or
+    inf; sample_ids (n,)."""
+    bad = ~np.isfinite(np.asarray(values, dtype=np.float64)).all(axis=1)
+    if bad.any():
+        names = [str(s) for s, b in zip(sample_ids, bad) if b]
+        raise ValueError(f"{source}: non-finite values for {len(names)} samples: {names[:10]}"
+                         + (" ..." if len(names) > 10 else ""))
+
+
 def make_submission(sample_ids, probabilities: np.ndarray,
                     submission_format: pd.DataFrame) -> pd.DataFrame:
     """(n,) ids + (n, 9) probabilities -> a validated DataFrame in submission_format's order."""

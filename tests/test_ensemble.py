@@ -97,3 +97,14 @@ def test_make_and_validate_submission():
         ensemble.validate_submission(sub.iloc[::-1], fmt)
     with pytest.raises(ValueError, match="columns"):
         ensemble.validate_submission(sub.drop(columns=["mineral"]), fmt)
+
+
+def test_check_finite_names_the_samples():
+    from lib.ensemble import check_finite
+
+    values = np.full((4, 9), 0.5)
+    check_finite(["a", "b", "c", "d"], values)
+    values[1, 3], values[3, 0] = np.nan, np.inf
+    with pytest.raises(ValueError, match=r"predictions: non-finite values for 2 samples: "
+                       r"\['b', 'd'\]"):
+        check_finite(["a", "b", "c", "d"], values)
