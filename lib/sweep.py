@@ -47,7 +47,7 @@ FAILED = "FAILED"
 STARTED = "attempts.txt"  # "start <time> worker <name>" and "end <time>" of every attempt
 NOTEBOOKS = REPO_ROOT / "notebooks"
 DEFAULT_NOTEBOOK = "03_train.ipynb"
-PLAN_KEYS = {"params", "backbone", "seed"}
+PLAN_KEYS = {"params", "backbone", "seed"}  # and optionally "notebook" (default 03_train.ipynb)
 STOP_POLL_SECONDS = 1.0
 
 
@@ -75,7 +75,8 @@ class RunSpec:
 # ---- plans -------------------------------------------------------------------------------------
 
 def load_plan(path: str | Path) -> dict:
-    """A plan YAML: ``name``, ``folds`` (list) and ``runs`` (params, backbone, seed; params
+    """A plan YAML: ``name``, ``folds`` (list) and ``runs`` (params, backbone, seed, and
+    optionally notebook: a training notebook in notebooks/, default 03_train.ipynb; params
     files relative to params/ or absolute). PlanError names the plan file and the entry."""
     path = project_path(path)
     try:
@@ -86,9 +87,12 @@ def load_plan(path: str | Path) -> dict:
         raise PlanError(f"{path}: a plan needs a non-empty 'runs' list")
     for i, run in enumerate(plan["runs"]):
         keys = sorted(run) if isinstance(run, dict) else type(run).__name__
-        if not isinstance(run, dict) or set(run) != PLAN_KEYS:
-            raise PlanError(f"{path}: run {i + 1} ({run!r}) must have exactly params, backbone, "
-                            f"seed; got {keys}")
+        if not isinstance(run, dict) or not PLAN_KEYS <= set(run) <= PLAN_KEYS | {"notebook"}:
+            raise PlanError(f"{path}: run {i + 1} ({run!r}) must have params, backbone, seed "
+                            f"and optionally notebook; got {keys}")
+        if not (NOTEBOOKS / run.get("notebook", DEFAULT_NOTEBOOK)).is_file():
+            raise PlanError(f"{path}: run {i + 1} ({run!r}): notebook {run['notebook']!r} "
+                            f"not found in {NOTEBOOKS}")
         if not isinstance(run["seed"], int) or not isinstance(run["backbone"], str):
             raise PlanError(f"{path}: run {i + 1} ({run!r}): seed must be an integer and "
                             f"backbone a timm name")
@@ -114,7 +118,8 @@ def expand_plan(plan: dict, folds: list[int] | None = None, runs_dir: str | Path
         for fold in folds if folds is not None else plan.get("folds", [0, 1, 2, 3, 4]):
             specs.append(RunSpec(params_file, values["name"], run["backbone"], int(run["seed"]),
                                  int(fold), default_run_dir(values["name"], run["backbone"],
-                                                            fold, run["seed"], runs_dir)))
+                                                            fold, run["seed"], runs_dir),
+                                 run.get("notebook", DEFAULT_NOTEBOOK)))
     return specs
 
 

@@ -39,7 +39,8 @@ def test_plans_reference_existing_params(path: Path):
     plan = yaml.safe_load(path.read_text())
     assert plan["runs"]
     for run in plan["runs"]:
-        assert set(run) == {"params", "backbone", "seed"}
+        assert {"params", "backbone", "seed"} <= set(run) <= {"params", "backbone", "seed",
+                                                             "notebook"}
         assert (REPO_ROOT / "params" / run["params"]).is_file()
 
 

@@ -60,7 +60,9 @@ def test_expand_plan(tmp_path):
 
 
 @pytest.mark.parametrize("runs, message", [
-    ([dict(params="x.yaml", seed=1)], r"run 1 \(\{.*\}\) must have exactly params, backbone, seed"),
+    ([dict(params="x.yaml", seed=1)], r"run 1 \(\{.*\}\) must have params, backbone, seed"),
+    ([dict(params="demo.yaml", backbone="b", seed=1, notebook="nope.ipynb")],
+     r"run 1 .*: notebook 'nope.ipynb' not found"),
     ([dict(params="demo.yaml", backbone="b", seed="one")], "run 1 .*seed must be an integer"),
     ([dict(params="nope.yaml", backbone="b", seed=1)], "run 1: params file .*nope.yaml not found"),
     ("notalist", "a plan needs a non-empty 'runs' list"),
