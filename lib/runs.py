@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from lib.ensemble import sigmoid
 from lib.files import atomic_path, atomic_write_csv, atomic_write_text
@@ -112,6 +111,8 @@ def label_frame(sample_ids, values: np.ndarray) -> pd.DataFrame:
 def save_checkpoint(path: Path, state_dict: dict, config: dict) -> None:
     """torch.save({"model": state_dict, "config": config}) atomically; loadable with
     weights_only=True (config holds only str, int, float, bool and lists of them)."""
+    import torch  # imported where needed: sweeps and their workers read run folders without it
+
     with atomic_path(path) as partial:
         torch.save({"model": state_dict, "config": config}, partial)
 
@@ -123,6 +124,8 @@ class CheckpointError(RuntimeError):
 def load_checkpoint(path: Path) -> tuple[dict, dict]:
     """(state_dict, config) of a checkpoint written by save_checkpoint; CheckpointError naming
     the file if it is missing, truncated or not one of ours."""
+    import torch
+
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         return payload["model"], payload["config"]
@@ -182,6 +185,7 @@ def is_done(run_dir: Path) -> bool:
 def environment_info() -> dict:
     """Versions and the git commit, for reproducibility records."""
     import timm
+    import torch
 
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,

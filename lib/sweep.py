@@ -23,9 +23,11 @@ and prints the summary.
 from __future__ import annotations
 
 import argparse
+import ast
 import ctypes
 import difflib
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -150,10 +152,27 @@ def check_parameters(specs: list[RunSpec], overrides: dict) -> None:
 
 @lru_cache
 def notebook_parameters(notebook: str) -> frozenset[str]:
-    """The names in a notebook's parameters cell (papermill.inspect_notebook)."""
-    import papermill
+    """The names assigned in a notebook's cell tagged "parameters" (what papermill.inspect_notebook
+    finds, read without importing papermill, which would cost the sweep seconds)."""
+    return frozenset(_parameter_defaults(notebook))
 
-    return frozenset(papermill.inspect_notebook(str(NOTEBOOKS / notebook)))
+
+def _parameter_defaults(notebook: str) -> dict:
+    """{name: default value (None if not a literal)} of a notebook's parameters cell."""
+    cells = json.loads((NOTEBOOKS / notebook).read_text())["cells"]
+    source = next("".join(c["source"]) for c in cells
+                  if "parameters" in c.get("metadata", {}).get("tags", []))
+    defaults = {}
+    for statement in ast.parse(source).body:
+        if isinstance(statement, (ast.Assign, ast.AnnAssign)):
+            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    try:
+                        defaults[target.id] = ast.literal_eval(statement.value)
+                    except ValueError:
+                        defaults[target.id] = None
+    return defaults
 
 
 def _read_params(path: Path, named_by: str) -> dict:
@@ -218,11 +237,14 @@ def _train(spec: RunSpec, parameters: dict, env: dict[str, str], should_stop
                                        start_new_session=True,
                                        env={**os.environ, **env, "TMPDIR": str(scratch),
                                             "JUPYTER_RUNTIME_DIR": str(scratch)})
+            next_check = time.time() + STOP_POLL_SECONDS
             while process.poll() is None:
-                if should_stop is not None and should_stop():
-                    _end_process_tree(process)
-                    return "stopped", "stopped by the user (Ctrl-C): left unfinished"
-                time.sleep(STOP_POLL_SECONDS)
+                if should_stop is not None and time.time() >= next_check:
+                    if should_stop():
+                        _end_process_tree(process)
+                        return "stopped", "stopped by the user (Ctrl-C): left unfinished"
+                    next_check = time.time() + STOP_POLL_SECONDS
+                time.sleep(0.1)
         errors = log.read_text()
         minutes = (time.time() - started) / 60
         if process.returncode == 0 and is_done(run_dir):
@@ -437,11 +459,7 @@ def data_fingerprints(specs: list[RunSpec], overrides: dict) -> dict[str, str]:
 
 
 def _notebook_default(notebook: str, name: str):
-    import ast
-
-    import papermill
-
-    return ast.literal_eval(papermill.inspect_notebook(str(NOTEBOOKS / notebook))[name]["default"])
+    return _parameter_defaults(notebook)[name]
 
 
 def main(argv: list[str] | None = None) -> int:
