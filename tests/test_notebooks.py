@@ -132,8 +132,10 @@ def test_bare_papermill_command_keeps_the_run_and_a_copy(workspace):
 
 
 def test_train_notebook_refuses_a_fold_that_does_not_exist(workspace, tmp_path):
+    (tmp_path / "run").mkdir()
     with pytest.raises(pm.PapermillExecutionError, match=r"fold 5 does not exist: with "
                        r"n_folds=5 the folds are 0..4"):
         execute("03_train.ipynb", tmp_path / "run" / "03_train.ipynb", fold=5,
-                data_dir=workspace["data_dir"], cache_dir=workspace["cache_dir"], **TINY_RUN)
-    assert not (tmp_path / "run" / "DONE").exists()
+                run_dir=str(tmp_path / "run"), data_dir=workspace["data_dir"],
+                cache_dir=workspace["cache_dir"], **TINY_RUN)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["03_train.ipynb"]
