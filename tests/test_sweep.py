@@ -233,7 +233,9 @@ def test_ctrl_c_stops_running_runs_and_cancels_queued_ones(tmp_path, tiny_data):
     time.sleep(3)
     before = {p.pid for p in psutil.Process(process.pid).children(recursive=True)}
     os.killpg(process.pid, signal.SIGINT)
-    out, _ = process.communicate(timeout=120)
+    started = time.time()
+    out, err = process.communicate(timeout=400)
+    assert time.time() - started < 200, err[-3000:]  # generous: CI machines may be loaded
     assert process.returncode == 130, out
     assert "stopped by the user (Ctrl-C): left unfinished" in out
     assert "not started (the sweep was stopped)" in out
