@@ -31,12 +31,14 @@ from lib.paths import REPO_ROOT, project_path
 from lib.runs import default_run_dir, is_done, read_metrics
 
 FAILED = "FAILED"
-TRAIN_NOTEBOOK = REPO_ROOT / "notebooks" / "03_train.ipynb"
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+TRAIN_NOTEBOOK = NOTEBOOKS_DIR / "03_train.ipynb"
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One model-fold-seed: its parameters (params file + plan entry) and its folder."""
+    """One model-fold-seed: its parameters (params file + plan entry), its folder and the
+    training notebook that runs it (its executed copy in the folder has the same name)."""
 
     params_file: Path
     name: str
@@ -44,6 +46,7 @@ class RunSpec:
     seed: int
     fold: int
     run_dir: Path
+    notebook: Path = TRAIN_NOTEBOOK
 
     @property
     def label(self) -> str:
@@ -51,16 +54,18 @@ class RunSpec:
 
 
 def load_plan(path: str | Path) -> dict:
-    """A plan YAML: ``name``, ``folds`` (list) and ``runs`` (params, backbone, seed); params
+    """A plan YAML: ``name``, ``folds`` (list) and ``runs`` (params, backbone, seed, and
+    optionally notebook: a training notebook in notebooks/, default 03_train.ipynb); params
     files are named relative to params/ (or by absolute path)."""
     path = project_path(path)
     plan = yaml.safe_load(path.read_text())
     if not isinstance(plan, dict) or not plan.get("runs"):
         raise ValueError(f"{path}: a plan needs a non-empty 'runs' list")
     for i, run in enumerate(plan["runs"]):
-        if set(run) != {"params", "backbone", "seed"}:
-            raise ValueError(f"{path}: run {i + 1} must have exactly params, backbone, seed; "
-                             f"got {sorted(run)}")
+        if not {"params", "backbone", "seed"} <= set(run) <= {"params", "backbone", "seed",
+                                                              "notebook"}:
+            raise ValueError(f"{path}: run {i + 1} must have params, backbone, seed and "
+                             f"optionally notebook; got {sorted(run)}")
     return plan
 
 
@@ -76,10 +81,14 @@ def expand_plan(plan: dict, folds: list[int] | None = None, runs_dir: str | Path
         if not params_file.is_file():
             raise FileNotFoundError(f"plan names {run['params']}, not found at {params_file}")
         name = yaml.safe_load(params_file.read_text())["name"]
+        notebook = NOTEBOOKS_DIR / run.get("notebook", TRAIN_NOTEBOOK.name)
+        if not notebook.is_file():
+            raise FileNotFoundError(f"plan names notebook {run['notebook']}, not found at "
+                                    f"{notebook}")
         for fold in folds if folds is not None else plan.get("folds", [0, 1, 2, 3, 4]):
             specs.append(RunSpec(params_file, name, run["backbone"], int(run["seed"]), int(fold),
                                  default_run_dir(name, run["backbone"], fold, run["seed"],
-                                                 runs_dir)))
+                                                 runs_dir), notebook))
     return specs
 
 
@@ -125,8 +134,8 @@ def execute_run(spec: RunSpec, overrides: dict, env: dict[str, str]) -> tuple[st
         (run_dir / FAILED).unlink(missing_ok=True)
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
             yaml.safe_dump(run_parameters(spec, overrides), handle)
-        command = [sys.executable, "-m", "papermill", str(TRAIN_NOTEBOOK),
-                   str(run_dir / "03_train.ipynb"), "-f", handle.name, "--kernel", "python3",
+        command = [sys.executable, "-m", "papermill", str(spec.notebook),
+                   str(run_dir / spec.notebook.name), "-f", handle.name, "--kernel", "python3",
                    "--no-progress-bar", "--log-level", "ERROR"]
         started = time.perf_counter()
         completed = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, **env},
