@@ -17,6 +17,7 @@ from pathlib import Path
 import lightgbm
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from lib.ensemble import to_logits
 from lib.features import FEATURE_KINDS
@@ -45,7 +46,7 @@ class FeatureSettings:
     bagging_fraction: float = 0.8
     lambda_l2: float = 1.0
     C: float = 0.2
-    threads: int = 0  # LightGBM threads (0: OpenMP's default, OMP_NUM_THREADS)
+    threads: int = 0  # LightGBM and BLAS threads (0: the libraries' defaults, OMP_NUM_THREADS)
 
     def __post_init__(self):
         if self.learner not in LEARNERS:
@@ -122,7 +123,8 @@ def fit_feature_model(features: np.ndarray, labels: np.ndarray, settings: Featur
         if y.min() == y.max():
             per_label.append({"constant": float(to_logits(y.mean()))})
         elif settings.learner == "logistic":
-            fitted = LogisticRegression(C=settings.C, max_iter=5000).fit(inputs, y)
+            with threadpool_limits(limits=settings.threads or None):
+                fitted = LogisticRegression(C=settings.C, max_iter=5000).fit(inputs, y)
             per_label.append({"coef": fitted.coef_[0].tolist(),
                               "intercept": float(fitted.intercept_[0])})
         else:
