@@ -27,7 +27,7 @@ from lib.dataset import load_competition  # noqa: E402
 from lib.folds import load_or_make_folds  # noqa: E402
 from lib.metrics import aggregated_log_loss  # noqa: E402
 from lib.paths import dataset_work_dir, project_path  # noqa: E402
-from lib.runs import collect_models, read_metrics  # noqa: E402
+from lib.runs import collect_models, is_done, read_metrics  # noqa: E402
 from lib.sweep import expand_plan, load_plan  # noqa: E402
 
 FAMILIES = "params/plans/measure_families.yaml"
@@ -53,6 +53,12 @@ def collect(plan: str, runs_dir: Path, folds, test_ids):
         if key in collected.names:
             seconds.setdefault(key, []).append(read_metrics(spec.run_dir)["fit_seconds"])
     return collected, {k: float(np.mean(v)) for k, v in seconds.items()}
+
+
+def fold_losses(plan: str, runs_dir: Path) -> dict[tuple, float]:
+    """{(name, seed, fold): the run's OOF loss} of the plan's finished runs."""
+    return {(spec.name, spec.seed, spec.fold): read_metrics(spec.run_dir)["best_oof_loss"]
+            for spec in expand_plan(load_plan(plan), runs_dir=runs_dir) if is_done(spec.run_dir)}
 
 
 def chosen_ensemble(oof_probs: np.ndarray, labels: np.ndarray) -> list[int]:
@@ -116,10 +122,22 @@ def main(argv=None) -> None:
                          f"seed spread {min(losses):.4f}-{max(losses):.4f}; the seeds' logit "
                          f"average {seeds_together:.4f}"))
 
+    baseline = fold_losses(TIME_WARP, runs / "tw0")
+    for w in warps:
+        warped = fold_losses(TIME_WARP, runs / f"tw{w}")
+        pairs = [warped[k] - baseline[k] for k in sorted(set(warped) & set(baseline))]
+        if pairs:
+            spread = np.std(pairs, ddof=1) if len(pairs) > 1 else 0.0
+            rows.append((f"time_warp {w} minus off, paired folds", float(np.mean(pairs)), np.nan,
+                         f"{sum(d < 0 for d in pairs)} of {len(pairs)} (seed, fold) runs better; "
+                         f"sd of the differences {spread:.4f}"))
+
     print("| what | OOF aggregated log loss | fit s per run (mean over folds) | detail |")
     print("|---|---|---|---|")
     for what, loss, secs, detail in rows:
-        print(f"| {what} | {loss:.4f} | {secs:.0f} | {detail} |")
+        seconds_text = "" if np.isnan(secs) else f"{secs:.0f}"
+        print(f"| {what} | {loss:+.4f} | {seconds_text} | {detail} |" if "minus" in what else
+              f"| {what} | {loss:.4f} | {seconds_text} | {detail} |")
 
 
 if __name__ == "__main__":
