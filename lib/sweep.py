@@ -64,8 +64,8 @@ def load_plan(path: str | Path) -> dict:
     for i, run in enumerate(plan["runs"]):
         if not {"params", "backbone", "seed"} <= set(run) <= {"params", "backbone", "seed",
                                                               "notebook"}:
-            raise ValueError(f"{path}: run {i + 1} must have params, backbone, seed and "
-                             f"optionally notebook; got {sorted(run)}")
+            raise ValueError(f"{path}: run {i + 1} must have exactly params, backbone, seed, "
+                             f"and optionally notebook; got {sorted(run)}")
     return plan
 
 
