@@ -1,4 +1,5 @@
-"""TTA predictions from finished runs' checkpoints, for any set of samples."""
+"""Predictions from finished runs, for any set of samples: a run folder holding a checkpoint
+is a CNN (TTA forward), one holding a feature model file is a feature-based model."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import numpy as np
 import torch
 
 from lib.ensemble import sigmoid
+from lib.feature_models import FEATURE_MODEL, load_feature_model, predict_feature_logits
+from lib.features import image_features
 from lib.models import build_model
 from lib.runs import CHECKPOINT, is_done, load_checkpoint, model_key
 from lib.training import DeviceImages, TrainSettings, predict_logits
@@ -18,6 +21,17 @@ def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def run_config(run_dir: Path) -> dict:
+    """The config a finished run saved with its model (m_bins, t_bins and what it needs to
+    predict), from its checkpoint or its feature model file."""
+    run_dir = Path(run_dir)
+    if (run_dir / CHECKPOINT).is_file():
+        return load_checkpoint(run_dir / CHECKPOINT)[1]
+    if (run_dir / FEATURE_MODEL).is_file():
+        return load_feature_model(run_dir / FEATURE_MODEL).config
+    raise FileNotFoundError(f"{run_dir}: holds neither {CHECKPOINT} nor {FEATURE_MODEL}")
 
 
 def load_run_model(run_dir: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
@@ -35,23 +49,50 @@ def load_run_model(run_dir: Path, device: torch.device) -> tuple[torch.nn.Module
 def predict_runs(run_dirs: list[Path], images: np.ndarray, derivatized: np.ndarray, *,
                  device: torch.device, batch_size: int = 32, amp: bool = True
                  ) -> dict[str, np.ndarray]:
-    """Mean over each model's folds of the TTA probabilities, per model (see model_key).
+    """Mean over each model's folds of the probabilities, per model (see model_key): TTA
+    logits of the CNN runs, feature-model logits of the feature runs (lib.features of the same
+    images).
 
     images: (N, m, t) single-channel images (an image cache's ``images``); derivatized (N,).
-    Returns {model key: (N, 9) float32 probabilities}. Every checkpoint must match the images'
+    Returns {model key: (N, 9) float32 probabilities}. Every run must match the images'
     (m, t) size.
     """
     data = DeviceImages(images, derivatized, device)
     per_model: dict[str, list[np.ndarray]] = {}
-    index = np.arange(len(images))
+    features: dict[tuple, np.ndarray] = {}  # (kind, n_bands) -> (N, F), computed once
     for run_dir in run_dirs:
-        model, config = load_run_model(run_dir, device)
-        if (config["m_bins"], config["t_bins"]) != images.shape[1:]:
-            raise ValueError(f"{run_dir}: trained on {config['m_bins']}x{config['t_bins']} "
-                             f"images, given {images.shape[1]}x{images.shape[2]}")
-        settings = TrainSettings(norm=config["norm"], transform=config["transform"],
-                                 eval_batch_size=batch_size, amp=amp, channels_last=False)
-        logits = predict_logits(model, data, index, settings)
+        if (Path(run_dir) / FEATURE_MODEL).is_file():
+            logits = _feature_run_logits(Path(run_dir), images, derivatized, features)
+        else:
+            logits = _cnn_run_logits(Path(run_dir), data, device, batch_size, amp)
         per_model.setdefault(model_key(run_dir), []).append(sigmoid(logits))
     return {key: np.mean(probs, axis=0).astype(np.float32) for key, probs in per_model.items()}
 
+
+
+def _cnn_run_logits(run_dir: Path, data: DeviceImages, device: torch.device, batch_size: int,
+                    amp: bool) -> np.ndarray:
+    model, config = load_run_model(run_dir, device)
+    _check_size(run_dir, config, tuple(data.images.shape[1:]))
+    settings = TrainSettings(norm=config["norm"], transform=config["transform"],
+                             eval_batch_size=batch_size, amp=amp, channels_last=False)
+    return predict_logits(model, data, np.arange(len(data.images)), settings)
+
+
+def _feature_run_logits(run_dir: Path, images: np.ndarray, derivatized: np.ndarray,
+                        features: dict) -> np.ndarray:
+    if not is_done(run_dir):
+        raise FileNotFoundError(f"{run_dir}: not a finished run (no DONE file)")
+    model = load_feature_model(run_dir / FEATURE_MODEL)
+    config = model.config
+    _check_size(run_dir, config, images.shape[1:])
+    key = (config["features"], config["n_bands"])
+    if key not in features:
+        features[key] = image_features(images, derivatized, kind=key[0], n_bands=key[1])[0]
+    return predict_feature_logits(model, features[key])
+
+
+def _check_size(run_dir: Path, config: dict, image_size: tuple) -> None:
+    if (config["m_bins"], config["t_bins"]) != tuple(image_size):
+        raise ValueError(f"{run_dir}: trained on {config['m_bins']}x{config['t_bins']} "
+                         f"images, given {image_size[0]}x{image_size[1]}")

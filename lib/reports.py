@@ -40,10 +40,11 @@ def run_table(plan: str | Path, runs_dir: str | Path, reports: Path) -> pd.DataF
     for spec in expand_plan(load_plan(plan), runs_dir=runs_dir):
         row = {"run": spec.label, "status": "not run", "best epoch": "", "OOF loss": "",
                "minutes": "", "report": ""}
-        notebook = spec.run_dir / "03_train.ipynb"
+        notebook = spec.run_dir / spec.notebook
         if is_done(spec.run_dir):
             metrics = read_metrics(spec.run_dir)
-            row.update(status="done", **{"best epoch": metrics["best_epoch"],
+            epoch = metrics["best_epoch"]  # None for runs without epochs (feature models)
+            row.update(status="done", **{"best epoch": "-" if epoch is None else epoch,
                                          "OOF loss": f"{metrics['best_oof_loss']:.4f}",
                                          "minutes": f"{metrics['fit_seconds'] / 60:.1f}"})
         elif (spec.run_dir / FAILED).is_file():

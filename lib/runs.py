@@ -60,7 +60,8 @@ def start_run(run_dir: Path) -> Path:
     if (run_dir / DONE).exists():
         raise RunFinishedError(f"{run_dir} holds a finished run (DONE exists); delete the "
                                f"folder to train it again, or pass another run_dir")
-    for leftover in (CHECKPOINT, OOF_LOGITS, TEST_LOGITS, METRICS, "learning_curve.png"):
+    for leftover in (CHECKPOINT, "feature_model.json", OOF_LOGITS, TEST_LOGITS, METRICS,
+                     "learning_curve.png"):
         (run_dir / leftover).unlink(missing_ok=True)
     for partial in run_dir.glob(".*.partial"):  # temporary files of a killed atomic write
         partial.unlink(missing_ok=True)

@@ -1,6 +1,6 @@
 """Fit one model on one fold (method.md section 5), fast: the run's cached images live on the
-device, a batch is an index selection, and norm, mixup, transform and width resizing run
-batched on the device. The same code runs on CPU (tests, demo) and CUDA (bf16, channels_last).
+device, a batch is an index selection, and norm, mixup, time warp, transform and width resizing
+run batched on the device. The same code runs on CPU (tests, demo) and CUDA (bf16, channels_last).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class TrainSettings:
     norm: str = "mass"
     transform: str = "log"
     mixup_prob: float = 0.0
+    time_warp: float = 0.0  # w: training items warp time t -> t**a, log a ~ U(-w, w); 0 = off
     epochs: int = 20
     warmup_epochs: float = 2.0
     lr: float = 1e-4
@@ -45,6 +46,9 @@ class TrainSettings:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if not 0 <= self.mixup_prob <= 1:
             raise ValueError(f"mixup_prob must be in [0, 1], got {self.mixup_prob}")
+        if not 0 <= self.time_warp <= 1:
+            raise ValueError(f"time_warp must be in [0, 1] (the largest |log a|), got "
+                             f"{self.time_warp}")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -122,6 +126,33 @@ def mixup(x: torch.Tensor, labels: torch.Tensor, partner_x: torch.Tensor,
     mixed_x = torch.where(mixed[:, None, None, None], f * x + (1 - f) * partner_x, x)
     mixed_labels = torch.where(mixed[:, None], torch.maximum(labels, partner_labels), labels)
     return mixed_x, mixed_labels
+
+
+def warp_exponents(size: int, max_log: float, generator: torch.Generator) -> torch.Tensor:
+    """(size,) float32 exponents a with log a drawn uniformly in [-max_log, max_log]."""
+    return torch.exp((2 * torch.rand(size, generator=generator) - 1) * max_log)
+
+
+def time_warp(x: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
+    """Warp each item's normalised time axis by t -> t**a (linear interpolation in time).
+
+    x: (B, C, m, t); exponents: (B,) a > 0 (a = 1 leaves the item as it is). What sat at
+    normalised time s moves to s**a, so output column j (time u = j / (t - 1)) reads the input
+    at u**(1 / a). Both ends stay put and the order in time is kept; mass rows never mix.
+    Returns (B, C, m, t), same dtype.
+    """
+    n_time = x.shape[-1]
+    u = torch.linspace(0, 1, n_time, device=x.device, dtype=torch.float64)
+    source = u[None, :] ** (1 / exponents.to(device=x.device, dtype=torch.float64))[:, None]
+    source = source * (n_time - 1)  # (B, t) input column positions
+    # snap float noise to whole columns, so a = 1 is exactly the identity
+    source = torch.where((source - source.round()).abs() < 1e-9, source.round(), source)
+    left = source.floor().long().clamp(0, n_time - 1)
+    right = (left + 1).clamp(max=n_time - 1)
+    weight = (source - left).to(x.dtype)[:, None, None, :]
+    shape = (-1, *x.shape[1:3], n_time)
+    left, right = left[:, None, None, :].expand(shape), right[:, None, None, :].expand(shape)
+    return x.gather(-1, left) * (1 - weight) + x.gather(-1, right) * weight
 
 
 def bce_loss(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -214,6 +245,8 @@ def fit(model: nn.Module, data: DeviceImages, *, train_index: np.ndarray,
             if settings.mixup_prob > 0:
                 x, labels = _mix_batch(data, x, labels, train_index_t, train_labels_t,
                                        settings, generator)
+            if settings.time_warp > 0:  # no draw when off: the reference's random stream
+                x = time_warp(x, warp_exponents(x.shape[0], settings.time_warp, generator))
             x = intensity_transform(x, settings.transform)
             targets = smooth_labels(labels, settings.label_smoothing)
             with _autocast(device, settings):

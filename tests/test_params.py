@@ -1,4 +1,6 @@
-"""Every params file sets only parameters its notebook has; plans point at real params files."""
+"""Every params file sets only parameters its notebook has; plans point at real params files.
+
+params/features_*.yaml are for notebooks/03b_train_features.ipynb, the others for 03_train."""
 
 from __future__ import annotations
 
@@ -14,7 +16,13 @@ from lib.paths import REPO_ROOT
 
 PARAMS = sorted((REPO_ROOT / "params").glob("*.yaml"))
 PLANS = sorted((REPO_ROOT / "params" / "plans").glob("*.yaml"))
-TRAIN_PARAMETERS = set(pm.inspect_notebook(str(REPO_ROOT / "notebooks" / "03_train.ipynb")))
+NOTEBOOK_PARAMETERS = {name: set(pm.inspect_notebook(str(REPO_ROOT / "notebooks" / name)))
+                       for name in ("03_train.ipynb", "03b_train_features.ipynb")}
+
+
+def notebook_of(params_name: str) -> str:
+    """The training notebook a params file is for."""
+    return "03b_train_features.ipynb" if params_name.startswith("features_") else "03_train.ipynb"
 
 
 def test_there_are_params_for_every_reference_configuration():
@@ -29,8 +37,9 @@ def test_there_are_params_for_every_reference_configuration():
 @pytest.mark.parametrize("path", PARAMS, ids=lambda p: p.name)
 def test_params_keys_are_notebook_parameters(path: Path):
     values = yaml.safe_load(path.read_text())
-    unknown = set(values) - TRAIN_PARAMETERS
-    assert not unknown, f"{path.name}: not parameters of 03_train.ipynb: {sorted(unknown)}"
+    notebook = notebook_of(path.name)
+    unknown = set(values) - NOTEBOOK_PARAMETERS[notebook]
+    assert not unknown, f"{path.name}: not parameters of {notebook}: {sorted(unknown)}"
     assert values["name"] == path.stem
 
 
@@ -42,6 +51,7 @@ def test_plans_reference_existing_params(path: Path):
         assert {"params", "backbone", "seed"} <= set(run) <= {"params", "backbone", "seed",
                                                              "notebook"}
         assert (REPO_ROOT / "params" / run["params"]).is_file()
+        assert run.get("notebook", "03_train.ipynb") == notebook_of(run["params"])
 
 
 @pytest.mark.parametrize("plan_name", ["submitted11", "final16"])

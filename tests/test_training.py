@@ -21,7 +21,9 @@ from lib.training import (
     normalize_axis,
     predict_logits,
     smooth_labels,
+    time_warp,
     two_channel,
+    warp_exponents,
 )
 
 TINY = "test_efficientnet"
@@ -71,6 +73,51 @@ def test_torch_steps_equal_numpy_steps(norm, transform):
                                         torch.as_tensor(flags).bool()), transform), got)
 
 
+def test_time_warp_with_exponent_one_is_the_identity():
+    x = torch.rand(3, 2, 5, 17)
+    assert torch.equal(time_warp(x, torch.ones(3)), x)
+
+
+def test_time_warp_moves_peaks_along_time_only_and_keeps_their_order():
+    x = torch.zeros(2, 2, 6, 40)
+    x[:, 0, 1, 10] = 1.0  # an early peak on mass 1
+    x[:, 0, 4, 25] = 0.5  # a later one on mass 4
+    x[:, 1, 2, 18] = 0.8  # the other channel
+    warped = time_warp(x, torch.tensor([0.7, 1.4]))
+    assert warped.shape == x.shape
+    empty = torch.ones(2, 6, dtype=torch.bool)  # (channel, mass) rows without a peak
+    empty[0, 1] = empty[0, 4] = empty[1, 2] = False
+    assert warped.amax(dim=-1)[empty.expand(2, 2, 6)].abs().max() == 0  # no row gains signal
+    torch.testing.assert_close(warped.sum(dim=-1)[~empty.expand(2, 2, 6)] > 0,
+                               torch.ones(6, dtype=torch.bool))
+    peaks = warped.argmax(dim=-1)  # (B, C, m)
+    assert (peaks[:, 0, 1] < peaks[:, 1, 2]).all() and (peaks[:, 1, 2] < peaks[:, 0, 4]).all()
+    # a < 1 moves things later (t**0.7 > t), a > 1 earlier; the ends stay
+    assert peaks[0, 0, 1] > 10 and peaks[1, 0, 1] < 10
+    ends = torch.zeros(1, 1, 1, 40)
+    ends[..., 0], ends[..., -1] = 1.0, 2.0
+    warped_ends = time_warp(ends, torch.tensor([1.7]))[0, 0, 0]
+    assert warped_ends[0] == 1.0 and warped_ends[-1] == 2.0
+
+
+def test_time_warp_is_deterministic_for_a_seed_and_bounded():
+    def draw(seed):
+        return warp_exponents(1000, 0.2, torch.Generator().manual_seed(seed))
+
+    first, again, other = draw(0), draw(0), draw(1)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert first.log().abs().max() <= 0.2 + 1e-6 and first.log().abs().max() > 0.19
+    assert (first.log() < 0).any() and (first.log() > 0).any()
+
+
+def test_fit_with_time_warp_off_draws_nothing_extra_and_on_changes_training():
+    plain, off, on = run_fit(seed=2, epochs=1), run_fit(seed=2, epochs=1, time_warp=0.0), \
+        run_fit(seed=2, epochs=1, time_warp=0.2)
+    np.testing.assert_array_equal(plain.oof_logits, off.oof_logits)
+    assert not np.array_equal(plain.oof_logits, on.oof_logits)
+    assert np.isfinite(on.oof_logits).all()
+
+
 def toy_problem(n: int = 40, seed: int = 0):
     """Images where label 0 is a bright mass row: learnable in a few epochs."""
     rng = np.random.default_rng(seed)
@@ -81,13 +128,14 @@ def toy_problem(n: int = 40, seed: int = 0):
     return DeviceImages(images, rng.integers(0, 2, n), torch.device("cpu")), labels
 
 
-def run_fit(seed: int = 0, epochs: int = 3, mixup_prob: float = 0.5, model=None):
+def run_fit(seed: int = 0, epochs: int = 3, mixup_prob: float = 0.5, model=None,
+            time_warp: float = 0.0):
     data, labels = toy_problem()
     torch.manual_seed(seed)
     model = model or build_model(TINY, "cls3", m_bins=64)
     settings = TrainSettings(norm="time", transform="log1p", mixup_prob=mixup_prob,
-                             epochs=epochs, warmup_epochs=1, lr=1e-3, batch_size=8,
-                             eval_batch_size=16)
+                             time_warp=time_warp, epochs=epochs, warmup_epochs=1, lr=1e-3,
+                             batch_size=8, eval_batch_size=16)
     return fit(model, data, train_index=np.arange(30), train_labels=labels[:30],
                oof_index=np.arange(30, 40), oof_labels=labels[30:40],
                test_index=np.arange(35, 40), settings=settings, seed=seed, progress=False)
@@ -136,3 +184,5 @@ def test_settings_are_checked():
         TrainSettings(norm="both")
     with pytest.raises(ValueError, match="mixup_prob"):
         TrainSettings(mixup_prob=2)
+    with pytest.raises(ValueError, match="time_warp"):
+        TrainSettings(time_warp=-0.1)

@@ -1,0 +1,65 @@
+"""Per-sample features from the image cache, for the feature-based family (03b_train_features).
+
+The cached images are (N, m, t): per sample, intensity summed into integer-m/z x normalised-time
+cells and scaled to a maximum of 1 (method.md section 1). The features are statistics of each
+mass row over time, so no CSV is read again; the whole small folder takes well under a second.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FEATURE_KINDS = ("bands", "benchmark")
+
+
+def image_features(images: np.ndarray, derivatized: np.ndarray, *, kind: str = "bands",
+                   n_bands: int = 4) -> tuple[np.ndarray, list[str]]:
+    """Per sample and integer m/z, statistics over time of the cached image, plus the
+    derivatized flag.
+
+    images: (N, m, t) float, each image scaled to max 1 (an image cache's ``images``);
+    derivatized: (N,) 0/1. ``kind``:
+
+    - "bands": the normalised time axis is cut into ``n_bands`` equal bands (column edges
+      round(k * t / n_bands)); per mass row: the maximum in each band, the area in each band
+      (sum of the band's cells / t), and the time of the row's maximum (column / (t - 1), in
+      [0, 1]; 0 for an all-zero row). m * (2 * n_bands + 1) features, mass-major:
+      m<mass>_max_b<k>..., m<mass>_area_b<k>..., m<mass>_peak_time.
+    - "benchmark": the organisers' benchmark recipe (lib.baselines.benchmark_features) on the
+      cached image: subtract each mass row's minimum over time (background), divide by the
+      sample's new maximum, then the maximum of each row in ``n_bands`` equal time bands
+      (the benchmark's 50 bins of 0.5 min over 0-25 min become bands of normalised time here,
+      and its m/z 0-349 the cache's 0..m-1). m * n_bands features: m<mass>_max_b<k>.
+
+    The last feature is ``derivatized`` (0/1). Returns (features (N, F) float32, names (F,)).
+    No NaN or inf for any finite input, all-zero rows and images included.
+    """
+    if kind not in FEATURE_KINDS:
+        raise ValueError(f"kind must be one of {FEATURE_KINDS}, got {kind!r}")
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 3:
+        raise ValueError(f"images must be (N, m, t), got shape {images.shape}")
+    n, m_bins, t_bins = images.shape
+    if not 1 <= n_bands <= t_bins:
+        raise ValueError(f"n_bands must be in 1..{t_bins} (the time bins), got {n_bands}")
+    flags = np.asarray(derivatized, dtype=np.float32).reshape(n, 1)
+    starts = np.round(np.arange(n_bands) * t_bins / n_bands).astype(np.int64)
+    bands = [f"b{k}" for k in range(n_bands)]
+    masses = range(m_bins)
+
+    if kind == "benchmark":
+        grid = images - images.min(axis=2, keepdims=True)
+        peak = grid.max(axis=(1, 2), keepdims=True)
+        grid = grid / np.where(peak > 0, peak, 1)
+        stats = np.maximum.reduceat(grid, starts, axis=2)  # (N, m, n_bands)
+        names = [f"m{mass}_max_{b}" for mass in masses for b in bands]
+    else:
+        band_max = np.maximum.reduceat(images, starts, axis=2)
+        band_area = np.add.reduceat(images, starts, axis=2) / t_bins
+        peak_time = images.argmax(axis=2)[..., None] / max(1, t_bins - 1)  # 0 for empty rows
+        stats = np.concatenate([band_max, band_area, peak_time], axis=2)  # (N, m, 2 bands + 1)
+        names = [f"m{mass}_{stat}" for mass in masses
+                 for stat in [f"max_{b}" for b in bands] + [f"area_{b}" for b in bands]
+                 + ["peak_time"]]
+    features = np.concatenate([stats.reshape(n, -1), flags], axis=1).astype(np.float32)
+    return features, [*names, "derivatized"]

@@ -1,0 +1,263 @@
+"""The feature family: features from cached images, the LightGBM and logistic-regression
+members, their model file, and the 03b notebook end to end (papermill on tiny data, then 04 and
+05 with a CNN run beside it)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+
+import numpy as np
+import pandas as pd
+import papermill as pm
+import pytest
+import yaml
+from sklearn.linear_model import LogisticRegression
+
+from lib.feature_models import (
+    FEATURE_MODEL,
+    FeatureSettings,
+    fit_feature_model,
+    load_feature_model,
+    log_features,
+    predict_feature_logits,
+    save_feature_model,
+)
+from lib.features import image_features
+from lib.paths import REPO_ROOT
+from lib.runs import is_done, read_logits, read_metrics
+from lib.schema import LABELS, N_LABELS
+from lib.synthetic import generate
+
+# ---- features ----------------------------------------------------------------------------------
+
+
+def hand_made_image() -> np.ndarray:
+    """One (3 masses x 8 times) image: mass 0 peaks at time 5, mass 1 is flat, mass 2 empty."""
+    image = np.zeros((3, 8), dtype=np.float32)
+    image[0] = [0, 0.1, 0, 0, 0.2, 1.0, 0.4, 0]
+    image[1] = 0.25
+    return image
+
+
+def test_band_features_of_a_hand_made_image():
+    features, names = image_features(hand_made_image()[None], np.array([1]), n_bands=2)
+    assert features.shape == (1, 3 * 5 + 1) and features.dtype == np.float32
+    assert len(names) == features.shape[1] and names[-1] == "derivatized"
+    by_name = dict(zip(names, features[0]))
+    # bands are columns 0-3 and 4-7; area = band sum / 8 columns
+    assert by_name["m0_max_b0"] == pytest.approx(0.1)
+    assert by_name["m0_max_b1"] == pytest.approx(1.0)
+    assert by_name["m0_area_b0"] == pytest.approx(0.1 / 8)
+    assert by_name["m0_area_b1"] == pytest.approx(1.6 / 8)
+    assert by_name["m0_peak_time"] == pytest.approx(5 / 7)
+    assert by_name["m1_max_b0"] == by_name["m1_max_b1"] == pytest.approx(0.25)
+    assert by_name["m1_area_b1"] == pytest.approx(1.0 / 8)
+    assert by_name["m1_peak_time"] == 0.0  # the first maximum
+    assert [by_name[f"m2_{s}"] for s in ("max_b0", "area_b1", "peak_time")] == [0, 0, 0]
+    assert by_name["derivatized"] == 1.0
+
+
+def test_benchmark_features_subtract_the_background_and_rescale():
+    image = hand_made_image()
+    image[1] += np.linspace(0, 0.7, 8, dtype=np.float32)  # a rising baseline on mass 1
+    features, names = image_features(image[None], np.array([0]), kind="benchmark", n_bands=4)
+    assert features.shape == (1, 3 * 4 + 1) and names[0] == "m0_max_b0"
+    grid = features[0, :-1].reshape(3, 4)
+    # mass 0: min 0, the sample's max after background removal is 1.0 (mass 0, time 5)
+    np.testing.assert_allclose(grid[0], [0.1, 0.0, 1.0, 0.4], atol=1e-6)
+    np.testing.assert_allclose(grid[1], np.linspace(0, 0.7, 8)[[1, 3, 5, 7]], atol=1e-6)
+    np.testing.assert_array_equal(grid[2], 0)
+    assert features[0, -1] == 0
+
+
+@pytest.mark.parametrize("kind", ["bands", "benchmark"])
+def test_all_zero_rows_and_images_give_finite_features(kind):
+    images = np.zeros((2, 5, 12), dtype=np.float32)
+    images[0, 3, 7] = 1.0
+    features, names = image_features(images, np.array([0, 1]), kind=kind, n_bands=3)
+    assert features.shape == (2, len(names)) and np.isfinite(features).all()
+    assert features[1, :-1].max() == 0 and features[1, -1] == 1
+
+
+def test_feature_arguments_are_checked():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        image_features(np.zeros((1, 2, 4)), np.zeros(1), kind="wavelets")
+    with pytest.raises(ValueError, match="n_bands"):
+        image_features(np.zeros((1, 2, 4)), np.zeros(1), n_bands=5)
+    with pytest.raises(ValueError, match=r"\(N, m, t\)"):
+        image_features(np.zeros((2, 4)), np.zeros(1))
+
+
+# ---- the models ---------------------------------------------------------------------------------
+
+
+def toy_features(n: int = 120, seed: int = 0):
+    """Features where label j is positive when feature j is above 0.5; label 8 is all zero."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((n, N_LABELS)) < 0.4).astype(float)
+    labels[:, 8] = 0
+    features = rng.random((n, 20)).astype(np.float32)
+    features[:, :N_LABELS] = np.where(labels, 0.5 + 0.5 * features[:, :N_LABELS],
+                                      0.4 * features[:, :N_LABELS])
+    return features, labels
+
+
+@pytest.mark.parametrize("learner", ["lightgbm", "logistic"])
+def test_models_learn_and_round_trip_through_their_file(learner, tmp_path):
+    features, labels = toy_features()
+    settings = FeatureSettings(learner=learner, n_estimators=60, min_data_in_leaf=5,
+                               feature_fraction=1.0, C=1.0,
+                               threads=1)
+    model = fit_feature_model(features[:80], labels[:80], settings, seed=0,
+                              config=dict(n_bands=4))
+    logits = predict_feature_logits(model, features[80:])
+    assert logits.shape == (40, N_LABELS) and logits.dtype == np.float32
+    predicted = logits[:, :8] > 0
+    assert (predicted == (labels[80:, :8] == 1)).mean() > 0.85
+    assert model.per_label[8] == {"constant": pytest.approx(np.log(1e-4 / (1 - 1e-4)))}
+    path = save_feature_model(tmp_path / FEATURE_MODEL, model)
+    assert json.loads(path.read_text())["learner"] == learner
+    loaded = load_feature_model(path)
+    assert loaded.config == {"n_bands": 4}
+    np.testing.assert_array_equal(predict_feature_logits(loaded, features[80:]), logits)
+
+
+def test_logistic_logits_equal_scikit_learns():
+    features, labels = toy_features()
+    model = fit_feature_model(features, labels, FeatureSettings(learner="logistic", C=0.3),
+                              seed=0)
+    z = (log_features(features) - model.center) / model.scale
+    expected = LogisticRegression(C=0.3, max_iter=5000).fit(z, labels[:, 2]).decision_function(z)
+    np.testing.assert_allclose(predict_feature_logits(model, features)[:, 2], expected,
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_lightgbm_seed_is_honoured():
+    features, labels = toy_features()
+    settings = FeatureSettings(n_estimators=30, min_data_in_leaf=5, threads=1)
+
+    def fit(seed):
+        return predict_feature_logits(fit_feature_model(features, labels, settings, seed=seed),
+                                      features)
+
+    first, again, other = fit(1), fit(1), fit(2)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_settings_and_inputs_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="learner must be one of"):
+        FeatureSettings(learner="xgboost")
+    with pytest.raises(ValueError, match="features must be one of"):
+        FeatureSettings(features="raw")
+    with pytest.raises(ValueError, match="do not match"):
+        fit_feature_model(np.zeros((5, 3)), np.zeros((4, N_LABELS)), FeatureSettings(), seed=0)
+    (tmp_path / "other.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a feature model file"):
+        load_feature_model(tmp_path / "other.json")
+
+
+# ---- the notebook, end to end ----------------------------------------------------------------
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+TINY_CNN = dict(m_bins=64, t_bins=96, tta_offsets=[-32, 0, 32], epochs=1, batch_size=4, lr=1e-3,
+                device="cpu")
+TINY_GBM = dict(m_bins=64, t_bins=96, n_estimators=20, min_data_in_leaf=3)
+
+
+def shrunk_params(root, name: str, changes: dict):
+    """params/<name> with ``changes``, written under ``root``."""
+    values = yaml.safe_load((REPO_ROOT / "params" / name).read_text()) | changes
+    path = root / name
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """Tiny synthetic data, and a plan with a CNN model and a LightGBM model (5 folds each)
+    trained through lib.sweep into a temporary runs folder."""
+    root = tmp_path_factory.mktemp("features")
+    data_dir = generate(root / "data", profile="tiny", seed=0)
+    cnn = shrunk_params(root, "demo.yaml", TINY_CNN)
+    gbm = shrunk_params(root, "features_gbm.yaml", TINY_GBM)
+    plan = root / "plan.yaml"
+    plan.write_text(
+        "name: mixed\nfolds: [0, 1, 2, 3, 4]\nruns:\n"
+        f"  - {{params: {cnn}, backbone: test_efficientnet, seed: 0}}\n"
+        f"  - {{params: {gbm}, backbone: lightgbm, seed: 0, notebook: 03b_train_features.ipynb}}\n")
+    command = [sys.executable, "-m", "lib.sweep", str(plan), "--runs-dir", str(root / "runs"),
+               "--data-dir", str(data_dir), "--cache-dir", str(root / "cache"), "--no-progress",
+               "--workers", "2"]
+    completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return dict(root=root, data_dir=str(data_dir), cache_dir=str(root / "cache"), plan=plan,
+                runs=root / "runs")
+
+
+def test_feature_runs_leave_complete_run_folders(workspace):
+    folds = pd.read_csv(workspace["root"] / "cache" / "data" / "folds.csv")
+    for fold in range(5):
+        run_dir = workspace["runs"] / "features_gbm" / "lightgbm" / f"fold{fold}_seed0"
+        assert is_done(run_dir)
+        assert {p.name for p in run_dir.iterdir()} >= {
+            "03b_train_features.ipynb", FEATURE_MODEL, "oof_logits.csv", "test_logits.csv",
+            "metrics.json", "DONE"}
+        metrics = read_metrics(run_dir)
+        assert metrics["parameters"]["fold"] == fold and metrics["parameters"]["n_estimators"] == 20
+        assert np.isfinite(metrics["best_oof_loss"]) and metrics["fit_seconds"] > 0
+        oof = read_logits(run_dir / "oof_logits.csv")
+        assert sorted(oof.index) == sorted(folds.loc[folds["fold"] == fold, "sample_id"])
+        test = read_logits(run_dir / "test_logits.csv")
+        assert len(test) == 12 and np.isfinite(test.to_numpy()).all()
+    cnn_dir = workspace["runs"] / "demo" / "test_efficientnet" / "fold0_seed0"
+    assert (cnn_dir / "03_train.ipynb").is_file() and is_done(cnn_dir)
+
+
+def test_ensemble_takes_feature_and_cnn_runs(workspace):
+    out = workspace["root"] / "ensemble"
+    pm.execute_notebook(str(NOTEBOOKS / "05_ensemble.ipynb"), str(workspace["root"] / "05.ipynb"),
+                        parameters=dict(plan=str(workspace["plan"]),
+                                        runs_dir=str(workspace["runs"]),
+                                        data_dir=workspace["data_dir"],
+                                        cache_dir=workspace["cache_dir"], output_dir=str(out),
+                                        lr_baseline=False),
+                        kernel_name="python3", progress_bar=False)
+    selection = json.loads((out / "selection.json").read_text())
+    assert selection["left_out"] == []
+    assert set(selection["grow_by_one"]) | set(selection["remove_by_one"]) <= {
+        "demo/test_efficientnet/seed0", "features_gbm/lightgbm/seed0"}
+    assert {"ensemble (chosen)", "best single model"} <= set(selection["comparison"])
+    submission = pd.read_csv(out / "submission.csv")
+    assert list(submission.columns) == ["sample_id", *LABELS] and len(submission) == 12
+
+
+def test_predict_notebook_reproduces_feature_and_cnn_runs(workspace):
+    """04 predicts with both kinds of run folder; each model alone reproduces its test logits."""
+    for name, backbone in (("features_gbm", "lightgbm"), ("demo", "test_efficientnet")):
+        run_dir = workspace["runs"] / name / backbone / "fold2_seed0"
+        out_csv = workspace["root"] / f"predictions_{name}.csv"
+        pm.execute_notebook(str(NOTEBOOKS / "04_predict.ipynb"),
+                            str(workspace["root"] / "04.ipynb"),
+                            parameters=dict(runs_glob=str(run_dir),
+                                            data_dir=workspace["data_dir"],
+                                            cache_dir=workspace["cache_dir"],
+                                            output_csv=str(out_csv), device="cpu"),
+                            kernel_name="python3", progress_bar=False)
+        predicted = pd.read_csv(out_csv).set_index("sample_id")
+        logits = read_logits(run_dir / "test_logits.csv").loc[predicted.index]
+        np.testing.assert_allclose(predicted.to_numpy(), 1 / (1 + np.exp(-logits.to_numpy())),
+                                   atol=1e-5)
+
+
+def test_feature_notebook_refuses_a_finished_run(workspace):
+    run_dir = workspace["runs"] / "features_gbm" / "lightgbm" / "fold0_seed0"
+    with pytest.raises(pm.PapermillExecutionError, match="RunFinishedError"):
+        pm.execute_notebook(str(NOTEBOOKS / "03b_train_features.ipynb"),
+                            str(workspace["root"] / f"{uuid.uuid4().hex}.ipynb"),
+                            parameters=dict(run_dir=str(run_dir), data_dir=workspace["data_dir"],
+                                            cache_dir=workspace["cache_dir"]),
+                            kernel_name="python3", progress_bar=False)
