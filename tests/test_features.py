@@ -199,7 +199,7 @@ def workspace(tmp_path_factory):
 
 
 def test_feature_runs_leave_complete_run_folders(workspace):
-    folds = pd.read_csv(workspace["root"] / "cache" / "data" / "folds.csv")
+    folds = pd.read_csv(workspace["root"] / "cache" / "data" / "folds_n5_seed42.csv")
     for fold in range(5):
         run_dir = workspace["runs"] / "features_gbm" / "lightgbm" / f"fold{fold}_seed0"
         assert is_done(run_dir)

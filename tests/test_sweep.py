@@ -226,7 +226,9 @@ def test_ctrl_c_stops_running_runs_and_cancels_queued_ones(tmp_path, tiny_data):
     process = subprocess.Popen(sweep_command(plan, runs_dir, data_dir, cache_dir, "-p",
                                              "epochs", "50"),
                                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
+                               text=True, start_new_session=True,
+                               # a terminal's default, even when pytest runs with SIGINT ignored
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (specs[0].run_dir / "03_train.ipynb").exists() and time.time() < deadline:
         time.sleep(0.5)
