@@ -34,7 +34,7 @@ from torch import nn
 from lib.inference import load_run_model
 from lib.models import GcmsNet, add_positional_channels, resize_time, tta_widths
 from lib.runs import CHECKPOINT, FOLD_DIR, is_done, model_key
-from lib.schema import HELIUM_MASS, LABELS
+from lib.schema import HELIUM_MASS, LABELS, N_LABELS
 from lib.training import DeviceImages
 
 CAM_METHODS = {"gradcam": GradCAM, "hirescam": HiResCAM}
@@ -152,32 +152,61 @@ def cam_maps(model: GcmsNet, x: torch.Tensor, label: int, *, method: str = "grad
 # ---- occlusion ------------------------------------------------------------------------------
 
 @torch.no_grad()
-def occlusion_drops(model: nn.Module, x: torch.Tensor, *, band: int = 1,
-                    batch_size: int = 64) -> np.ndarray:
-    """Drop of every label's logit when one band of m/z rows is emptied.
+def _occlude(model: nn.Module, x: torch.Tensor, bands: list[tuple[int, int]],
+             batch_size: int) -> torch.Tensor:
+    """TTA logits (n_bands, 9) of copies of x (2, m, t), each with rows [lo, hi) set to 0."""
+    out = []
+    for first in range(0, len(bands), batch_size):
+        chunk = bands[first:first + batch_size]
+        batch = x.expand(len(chunk), *x.shape).clone()
+        for i, (lo, hi) in enumerate(chunk):
+            batch[i, :, lo:hi] = 0
+        out.append(model(batch).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, N_LABELS)
 
-    x: (2, m, t) one model input. Each band of ``band`` rows is set to 0 (the empty-cell value
-    of the model input) in a copy; the copies run batched through the model in eval mode (its
-    TTA). Bands that are already empty are skipped (their drop is 0). Returns (m, 9) float32:
-    logit(x) - logit(x with the band holding that row emptied), the same for every row of a
-    band; positive where the rows support the label.
+
+@torch.no_grad()
+def occlusion_drops(model: nn.Module, x: torch.Tensor, *, band: int = 1, coarse: int = 0,
+                    refine_labels: Sequence[int] = (), keep: int = 3,
+                    batch_size: int = 64) -> np.ndarray:
+    """Drop of every label's logit when m/z rows are emptied (set to 0, the empty-cell value
+    of the model input), batched, through the model's TTA (eval mode).
+
+    x: (2, m, t) one model input. Returns (m, 9) float32, positive where rows support a label:
+    logit(x) - logit(x with the row's band emptied), the same for every row of a band of
+    ``band`` rows. Bands that are already empty are skipped (drop 0).
+    coarse > band: two passes to save time. First bands of ``coarse`` rows; then, for each
+    label index in refine_labels, the ``keep`` coarse bands with the largest drop are occluded
+    again band by band. Rows never refined get their coarse band's drop divided by its number
+    of rows (a band's total stays its drop); refined rows get their own.
     """
     if band < 1:
         raise ValueError(f"band must be at least 1 row, got {band}")
     was_training = model.training
     model.eval()
     m_rows = x.shape[-2]
-    base = model(x[None])[0]
-    starts = [r for r in range(0, m_rows, band) if bool(x[:, r:r + band].any())]
+    base = model(x[None])[0].float().cpu()
+
+    def bands_of(size: int, rows) -> list[tuple[int, int]]:
+        return [(lo, min(lo + size, m_rows)) for lo in rows if bool(x[:, lo:lo + size].any())]
+
     drops = torch.zeros(m_rows, base.shape[-1])
-    for first in range(0, len(starts), batch_size):
-        chunk = starts[first:first + batch_size]
-        batch = x.expand(len(chunk), *x.shape).clone()
-        for i, r in enumerate(chunk):
-            batch[i, :, r:r + band] = 0
-        logits = model(batch)
-        for i, r in enumerate(chunk):
-            drops[r:r + band] = (base - logits[i]).float().cpu()
+    if coarse > band and refine_labels:
+        first = bands_of(coarse, range(0, m_rows, coarse))
+        for (lo, hi), logits in zip(first, _occlude(model, x, first, batch_size)):
+            drops[lo:hi] = (base - logits) / (hi - lo)
+        chosen = set()
+        for j in refine_labels:
+            ranked = sorted(first, key=lambda b: -float(drops[b[0], j]))
+            chosen.update(ranked[:keep])
+        for lo, hi in chosen:
+            drops[lo:hi] = 0  # empty rows inside stay 0; the others are measured next
+        rows = [r for lo, hi in sorted(chosen) for r in range(lo, hi, band)]
+    else:
+        rows = range(0, m_rows, band)
+    fine = bands_of(band, rows)
+    for (lo, hi), logits in zip(fine, _occlude(model, x, fine, batch_size)):
+        drops[lo:hi] = base - logits
     model.train(was_training)
     return drops.numpy()
 
@@ -354,7 +383,7 @@ def explain_model(name: str, fold_runs: dict[int, Path], cache: dict[str, np.nda
                   train_labels: pd.DataFrame, folds: pd.DataFrame, *,
                   labels: Sequence[str] = LABELS, n_per_label: int = 4,
                   methods: Sequence[str] = ("gradcam", "occlusion"), cam_method: str = "gradcam",
-                  target_layer: str | None = None, band: int = 1,
+                  target_layer: str | None = None, band: int = 1, coarse: int = 8,
                   device: str | torch.device = "cpu", seed: int = 0) -> ModelExplanation:
     """CAMs and occlusion drops of one model for positive OOF samples of each label.
 
@@ -363,8 +392,10 @@ def explain_model(name: str, fold_runs: dict[int, Path], cache: dict[str, np.nda
     label columns indexed by sample_id; folds: sample_id, fold. Each sample is explained by the
     fold model that did not train on it; up to n_per_label samples per label (pick_samples).
     methods: "gradcam" (the CAM_METHODS entry cam_method) and/or "occlusion" (bands of
-    ``band`` rows). A run that cannot be loaded, a target layer that cannot be found and a
-    label without a positive OOF sample are named in ``problems``; the rest goes on.
+    ``band`` rows; with coarse > band, a first pass over bands of ``coarse`` rows and the
+    best bands of the labels a sample was picked for refined, see occlusion_drops). A run
+    that cannot be loaded, a target layer that cannot be found and a label without a positive
+    OOF sample are named in ``problems``; the rest goes on.
     """
     started = time.perf_counter()
     device = torch.device(device)
@@ -424,7 +455,10 @@ def explain_model(name: str, fold_runs: dict[int, Path], cache: dict[str, np.nda
                 result.cams.setdefault(label, {}).update(zip(chosen, maps))
         if "occlusion" in methods:
             for i, sample_id in enumerate(ids):
-                result.drops[sample_id] = occlusion_drops(model, x[i], band=band)
+                refine = [LABELS.index(label) for label, chosen in wanted.items()
+                          if sample_id in chosen]
+                result.drops[sample_id] = occlusion_drops(model, x[i], band=band, coarse=coarse,
+                                                          refine_labels=refine)
     result.seconds = time.perf_counter() - started
     return result
 

@@ -117,8 +117,14 @@ def test_occlusion_of_a_row_the_model_cannot_see_is_zero():
     assert seen.min() > 0
     assert np.abs(drops[20]).max() < 1e-3 * seen.mean()
     # bands: every row of a band gets the band's drop
-    banded = explain.occlusion_drops(model, x, band=4)
-    assert (banded[::4] == banded[1::4]).all() and (banded[::4] == banded[3::4]).all()
+    banded = explain.occlusion_drops(model, x, band=8)
+    assert (banded[::8] == banded[1::8]).all() and (banded[::8] == banded[7::8]).all()
+    # two passes: label 0's two best bands of 8 rows row by row, the rest spread over its rows
+    refined = explain.occlusion_drops(model, x, coarse=8, refine_labels=[0], keep=2)
+    best = np.argsort(-banded[::8, 0])[:2]
+    fine = np.isin(np.arange(M_BINS) // 8, best)
+    np.testing.assert_allclose(refined[fine], drops[fine], atol=1e-3 * seen.mean())
+    np.testing.assert_allclose(refined[~fine], banded[~fine] / 8, atol=1e-3 * seen.mean())
 
 
 def test_truth_region_and_shares():
