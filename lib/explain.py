@@ -283,13 +283,14 @@ def score_sample(cam: np.ndarray | None, drops: np.ndarray | None, region: np.nd
                  rng: np.random.Generator) -> dict[str, float]:
     """Scores of one sample for one label.
 
-    cam: (m, t) map of the label or None; drops: (m,) occlusion drops of the label or None;
+    cam: (m, t) map of the label or None (or zero everywhere: no CAM scores); drops: (m,)
+    occlusion drops of the label or None;
     region: (m, t) bool truth region of the label (see truth_region). Returns the SCORE_KEYS
     that apply (without "samples"): shares in [0, 1] or NaN.
     """
     true_rows = np.flatnonzero(region.any(axis=1))
     scores = {}
-    if cam is not None:
+    if cam is not None and cam.max() > 0:  # a CAM zero everywhere attributes nothing
         scores["gradcam_share"] = region_share(cam, region)
         scores["chance_share"] = chance_share(cam, region, rng)
         scores["gradcam_top5_hit_rate"] = top_hit_rate(cam.sum(axis=1), true_rows)

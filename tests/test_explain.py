@@ -269,5 +269,11 @@ def test_explain_notebook_on_a_tiny_run(tiny_run):
     scores = json.loads((out_dir / "explain_scores.json").read_text())
     assert scores and set(scores) <= set(LABELS)
     for entry in scores.values():
-        assert {"gradcam_share", "occlusion_share", "chance_share", "top5_hit_rate"} <= set(entry)
+        # a score is left out where no sample had any attribution (a CAM zero everywhere)
+        assert entry and set(entry) <= set(explain.SCORE_KEYS)
         assert all(0 <= value <= 1 for value in entry.values())
+    # a 1-epoch tiny model's CAMs may be zero everywhere; occlusion always measures something
+    assert any({"occlusion_share", "occlusion_chance_share", "top5_hit_rate"} <= set(entry)
+               for entry in scores.values()), scores
+    assert all(("gradcam_share" in entry) == ("chance_share" in entry)
+               for entry in scores.values())
