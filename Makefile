@@ -14,6 +14,7 @@ SEED ?= 0
 CHECK_MD5 ?= True
 PLAN ?= params/plans/demo.yaml
 WORKERS ?= 2
+EXPLAIN_SAMPLES ?= 1
 
 DATA_ABS = $(abspath $(DATA_DIR))
 DATASET = $(notdir $(DATA_ABS))
@@ -45,6 +46,12 @@ $(META): | $(STAMP)
 
 data: $(META)
 
+# The built-in synthetic data's ground truth; a folder generated before truth files existed
+# gets one (the runs are simulated again and checked against their md5, not rewritten).
+$(SYNTH_DIR)/truth.csv: | $(META)
+	$(BIN)/python -m lib.synthetic $(SYNTH_DIR) --profile $(PROFILE) --seed $(SEED) --truth-only
+TRUTH = $(if $(filter $(SYNTH_DIR),$(DATA_DIR)),$(SYNTH_DIR)/truth.csv)
+
 $(EXECUTED)/01_eda.ipynb: notebooks/01_eda.ipynb $(META) $(LIB) | $(STAMP)
 	@mkdir -p $(EXECUTED)
 	$(PAPERMILL) notebooks/01_eda.ipynb $@ -p data_dir $(DATA_ABS)
@@ -65,7 +72,17 @@ $(EXECUTED)/05_ensemble.ipynb: notebooks/05_ensemble.ipynb $(SWEEP_STAMP) $(LIB)
 	$(PAPERMILL) notebooks/05_ensemble.ipynb $@ -p plan $(PLAN) -p runs_dir $(abspath $(RUNS_DIR)) \
 	  -p data_dir $(DATA_ABS) -p cache_dir $(abspath $(CACHE_DIR)) -p output_dir $(abspath $(ENSEMBLE_DIR))
 
-report: $(EXECUTED)/01_eda.ipynb $(EXECUTED)/02_preprocess.ipynb $(EXECUTED)/05_ensemble.ipynb
+# Explanations of the ensemble's models (scored when DATA_DIR has truth.csv); the scores go
+# beside submission.csv.
+$(EXECUTED)/06_explain.ipynb: notebooks/06_explain.ipynb $(EXECUTED)/05_ensemble.ipynb $(LIB) \
+  | $(STAMP) $(TRUTH)
+	@mkdir -p $(EXECUTED)
+	$(PAPERMILL) notebooks/06_explain.ipynb $@ -p plan $(PLAN) -p runs_dir $(abspath $(RUNS_DIR)) \
+	  -p data_dir $(DATA_ABS) -p cache_dir $(abspath $(CACHE_DIR)) -p n_samples $(EXPLAIN_SAMPLES) \
+	  -p output_dir $(abspath $(ENSEMBLE_DIR))
+
+report: $(EXECUTED)/01_eda.ipynb $(EXECUTED)/02_preprocess.ipynb $(EXECUTED)/05_ensemble.ipynb \
+  $(EXECUTED)/06_explain.ipynb
 	$(BIN)/python -m lib.reports --reports $(REPORTS) --plan $(PLAN) --runs-dir $(RUNS_DIR) \
 	  --ensemble-dir $(ENSEMBLE_DIR) --data-dir $(DATA_ABS)
 

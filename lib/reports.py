@@ -88,6 +88,7 @@ def write_index(reports: Path, runs: pd.DataFrame, ensemble_dir: Path | None,
             + (f"<p>Left out:</p><ul>{left_out}</ul>" if left_out else "")
             + f'<h2>Submission</h2><p><a href="{html.escape(link)}">submission.csv</a> '
             f"(<code>{html.escape(str(submission))}</code>), first rows:</p>{preview}")
+    explain_html = explanation_section(reports, ensemble_dir)
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>Mars Spectrometry 2: report</title>
 <style>
@@ -104,9 +105,26 @@ code {{ background: #f3f3f3; padding: 1px 4px; }}
 <h2>Notebooks</h2><ul>{links}</ul>
 <h2>Runs</h2><table><tr>{header}</tr>{run_rows}</table>
 <h2>Ensemble</h2>{ensemble_html}
+<h2>Explanations</h2>{explain_html}
 </body></html>
 """
     return atomic_write_text(reports / "index.html", page)
+
+
+def explanation_section(reports: Path, ensemble_dir: Path | None) -> str:
+    """HTML: a link to the executed 06_explain and its scores against the synthetic truth
+    (explain_scores.json in the ensemble folder), one row per label."""
+    page = reports / "06_explain.html"
+    link = (f'<p><a href="{page.name}">06_explain</a>: which m/z rows and moments drive each '
+            f"label (Grad-CAM and occlusion).</p>" if page.is_file() else
+            "<p>No explanations yet (notebook 06).</p>")
+    scores_path = ensemble_dir / "explain_scores.json" if ensemble_dir else None
+    if not (scores_path and scores_path.is_file()):
+        return link
+    scores = pd.DataFrame(json.loads(scores_path.read_text())).T.rename(index=SHORT)
+    table = scores.round(3).to_html(border=0, na_rep="")
+    return (link + "<p>Attribution on the labels' true ions (synthetic truth) against chance; "
+            "top-5 hit rate: share of the top-5 m/z (occlusion) that are true ions.</p>" + table)
 
 
 def main(argv: list[str] | None = None) -> None:

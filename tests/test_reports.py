@@ -46,3 +46,20 @@ def test_index_lists_runs_ensemble_and_submission(tmp_path):
     assert (report_dir / "runs" / "demo__net__fold0_seed0.html").is_file()
     assert "grow-by-one" in index and "0.3000" in index and "x: left out: missing" in index
     assert "submission.csv" in index and "S1" in index
+
+
+def test_index_links_the_explanations_and_their_scores(tmp_path):
+    report_dir = tmp_path / "reports"
+    report_dir.mkdir()
+    ensemble_dir = tmp_path / "ensemble"
+    ensemble_dir.mkdir()
+    empty = pd.DataFrame(columns=["run"])
+    index = reports.write_index(report_dir, empty, ensemble_dir).read_text()
+    assert "No explanations yet" in index
+    (report_dir / "06_explain.html").write_text("<html></html>")
+    (ensemble_dir / "explain_scores.json").write_text(json.dumps({
+        "chlorine_bearing_compound": {"gradcam_share": 0.41234, "occlusion_share": 0.5,
+                                      "chance_share": 0.02, "top5_hit_rate": 0.8}}))
+    index = reports.write_index(report_dir, empty, ensemble_dir).read_text()
+    assert 'href="06_explain.html"' in index and "No explanations yet" not in index
+    assert "chlorine" in index and "0.412" in index and "top5_hit_rate" in index

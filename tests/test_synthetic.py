@@ -1,4 +1,4 @@
-"""The synthetic folder generator: layout, formats, determinism, label statistics."""
+"""The synthetic folder generator: layout, formats, determinism, label statistics, truth."""
 
 from __future__ import annotations
 
@@ -14,12 +14,17 @@ import pytest
 from lib.schema import HELIUM_MASS, LABELS, METADATA_COLUMNS, SPLITS
 from lib.synthetic import (
     PROFILES,
+    ROLES,
+    TRUTH_COLUMNS,
     draw_labels,
     expected_prevalence,
     format_run_csv,
     generate,
     main,
+    read_truth,
     simulate_run,
+    simulate_run_with_truth,
+    write_truth,
 )
 
 TINY = PROFILES["tiny"]
@@ -45,7 +50,8 @@ def test_same_seed_same_bytes_other_seed_differs(tiny, tmp_path):
     again = generate(tmp_path / "again", "tiny", seed=0)
     other = generate(tmp_path / "other", "tiny", seed=1)
     assert _md5s(again) == _md5s(tiny)
-    for name in ("metadata.csv", "train_labels.csv", "val_labels.csv", "submission_format.csv"):
+    for name in ("metadata.csv", "train_labels.csv", "val_labels.csv", "submission_format.csv",
+                 "truth.csv"):
         assert (again / name).read_bytes() == (tiny / name).read_bytes()
     assert not set(_md5s(other)) & set(_md5s(tiny))
 
@@ -190,3 +196,94 @@ def test_label_statistics_match_the_real_train_split():
     np.testing.assert_allclose(per_sample, real, atol=0.01)
     hydrocarbon_only = (labels == np.eye(9, dtype=int)[1]).all(axis=1)
     assert derivatized[hydrocarbon_only].mean() < 0.05
+
+
+# ---- truth.csv ------------------------------------------------------------------------------
+
+def _all_labels(folder: Path) -> pd.DataFrame:
+    """Labels of train and val samples, indexed by sample_id."""
+    return pd.concat([pd.read_csv(folder / f"{split}_labels.csv") for split in ("train", "val")]
+                     ).set_index("sample_id")
+
+
+def test_truth_names_positive_labels_only(tiny):
+    truth = read_truth(tiny)
+    assert tuple(truth.columns) == TRUTH_COLUMNS
+    assert set(truth["role"]) <= set(ROLES) and {"label", "background"} <= set(truth["role"])
+    assert (truth["label"] != "").eq(truth["role"] == "label").all()
+    assert truth["relative_intensity"].between(0, 1, inclusive="right").all()
+    assert (truth["t_start_min"] <= truth["t_end_min"]).all()
+    labels = _all_labels(tiny)
+    rows = truth[truth["sample_id"].isin(labels.index)]
+    labelled = rows[rows["role"] == "label"]
+    # every label row belongs to a positive label of its sample; a confuser to a negative one
+    assert all(labels.at[s, label] == 1 for s, label in zip(labelled["sample_id"],
+                                                            labelled["label"]))
+    confusers = rows[rows["role"] == "confuser"]
+    assert all(labels.at[s, f] == 0 for s, f in zip(confusers["sample_id"], confusers["family"]))
+    # most positives show inside the recording (a few elute before or after it)
+    positives = labels.stack()
+    positives = set(positives[positives == 1].index)
+    shown = set(zip(labelled["sample_id"], labelled["label"]))
+    assert shown <= positives and len(shown) >= 0.8 * len(positives)
+
+
+def test_truth_matches_the_rendered_runs(tiny):
+    """Strong peaks' ions stand out in the sample CSV inside their stated time window (label
+    and distractor peaks are widened to be sampled by the scans; reagent peaks may fall
+    between the tiny profile's scans, 0.5 min apart)."""
+    truth = read_truth(tiny)
+    metadata = pd.read_csv(tiny / "metadata.csv").set_index("sample_id")
+    # well above the noise floor (<= ~1e4) and below the saturation ceiling (>= 2e8), where
+    # the detector would flatten or drop out
+    ion_height = truth["height"] * truth["relative_intensity"]
+    strong = truth[ion_height.between(1e6, 8e7) & truth["role"].isin(["label", "distractor"])]
+    assert len(strong) > 50
+    checked = 0
+    for sample_id, rows in strong.groupby("sample_id"):
+        run = pd.read_csv(tiny / metadata.at[sample_id, "features_path"])
+        mz = np.round(run["mass"]).astype(int)
+        for row in rows.itertuples():
+            ion = run[mz == row.mz]
+            inside = ion["time"].between(row.t_start_min - 1e-6, row.t_end_min + 1e-6)
+            assert inside.any(), (sample_id, row.compound, row.mz)
+            # above half height inside the window: >= half the ion's peak, times the
+            # detector's lowest gain (0.64 at m/z 300) and read-out scatter
+            expected = 0.5 * 0.6 * row.height * row.relative_intensity
+            assert ion.loc[inside, "intensity"].max() >= expected, (sample_id, row.compound,
+                                                                    row.mz)
+            checked += 1
+    assert checked == len(strong)
+
+
+def test_truth_of_simulate_run_is_its_rows():
+    """The truth returned with a run is what the run shows: ions inside the sweep, windows
+    inside the recording; the same rng gives the same run with or without truth."""
+    labels = np.ones(9, int)
+    run, truth = simulate_run_with_truth(np.random.default_rng(5), labels, True, TINY)
+    pd.testing.assert_frame_equal(run, simulate_run(np.random.default_rng(5), labels, True, TINY))
+    assert list(truth.columns) == list(TRUTH_COLUMNS[1:])
+    assert truth["mz"].between(np.round(run["mass"]).min(), np.round(run["mass"]).max()).all()
+    assert truth["t_start_min"].min() >= run["time"].min()
+    assert truth["t_end_min"].max() <= run["time"].max()
+    amino = truth[truth["compound"].isin(["Gly", "Ala", "Val", "Leu", "Pro", "Phe"])]
+    for _, rows in amino.groupby("signal"):  # evidence of both labels
+        assert set(rows["label"]) == {"carboxylic_acid", "nitrogen_bearing_compound"}
+
+
+def test_truth_only_rebuilds_the_same_file_and_refuses_another_seed(tiny, tmp_path):
+    folder = tmp_path / "copy"
+    generate(folder, "tiny", seed=0, limit=5)
+    (folder / "truth.csv").unlink()
+    assert read_truth(folder) is None
+    write_truth(folder, "tiny", seed=0)
+    assert read_truth(folder).equals(read_truth(tiny).query("sample_id <= 'S0004'")
+                                     .reset_index(drop=True))
+    with pytest.raises(ValueError, match="S0000 is not the run"):
+        write_truth(folder, "tiny", seed=1)
+
+
+def test_truth_reader_names_the_file_with_wrong_columns(tmp_path):
+    (tmp_path / "truth.csv").write_text("sample_id,mz\nS0000,57\n")
+    with pytest.raises(ValueError, match="truth.csv: expected columns"):
+        read_truth(tmp_path)

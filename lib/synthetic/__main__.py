@@ -1,0 +1,5 @@
+"""``python -m lib.synthetic OUT_DIR --profile small --seed 0``: see lib.synthetic.folder."""
+
+from lib.synthetic.folder import main
+
+main()

@@ -1,0 +1,55 @@
+"""Sizes of synthetic folders: from a few seconds' worth for tests to the real data's size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lib.schema import SPLITS
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Size of a synthetic folder.
+
+    n_train, n_val, n_test: samples per split.
+    scan_interval_min: minutes between mass sweeps (real data: ~0.02).
+    max_mass: last integer m/z of every sweep (real data: ~535).
+    min_peak_sigma_scans: GC peaks are widened to at least this many scan intervals (Gaussian
+        sigma) so that coarse profiles still sample every peak instead of stepping over it.
+    min_scans: short runs scan faster so that every run has at least this many scans; on a
+        coarse profile this keeps short runs from leaving empty time bins in the 192-bin
+        images (real runs have 4+ scans per bin). 0: the same interval for every run.
+    """
+
+    n_train: int
+    n_val: int
+    n_test: int
+    scan_interval_min: float
+    max_mass: int
+    min_peak_sigma_scans: float = 0.7
+    min_scans: int = 0
+
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        """Samples per split, in SPLITS order."""
+        return dict(zip(SPLITS, (self.n_train, self.n_val, self.n_test), strict=True))
+
+
+PROFILES: dict[str, Profile] = {
+    # unit tests: a few thousand rows per run, the whole folder in about a second
+    "tiny": Profile(n_train=24, n_val=6, n_test=6, scan_interval_min=0.5, max_mass=90),
+    # CPU demo: coarse scans (at least 240 per run) and masses to 300: about 650 MB
+    "small": Profile(n_train=240, n_val=80, n_test=80, scan_interval_min=0.2, max_mass=300,
+                     min_scans=240),
+    # real counts, scan rate and mass range: 175k-1M rows per run
+    "full": Profile(n_train=809, n_val=312, n_test=463, scan_interval_min=0.02, max_mass=535),
+}
+
+
+def get_profile(profile: Profile | str) -> Profile:
+    """A Profile, or the one of PROFILES with that name (KeyError listing the names)."""
+    if isinstance(profile, Profile):
+        return profile
+    if profile not in PROFILES:
+        raise KeyError(f"unknown synthetic profile {profile!r}; known: {sorted(PROFILES)}")
+    return PROFILES[profile]
