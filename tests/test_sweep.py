@@ -249,3 +249,12 @@ def test_ctrl_c_stops_running_runs_and_cancels_queued_ones(tmp_path, tiny_data):
     time.sleep(1)
     assert not [p for p in before if psutil.pid_exists(p)
                 and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+def test_runs_do_not_inherit_dasks_malloc_trim_setting(tmp_path, monkeypatch):
+    from lib.sweep import _environment
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    env = _environment({"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "2"}, tmp_path)
+    assert "MALLOC_TRIM_THRESHOLD_" not in env and env["OMP_NUM_THREADS"] == "2"
+    assert env["TMPDIR"] == str(tmp_path) and env["PATH"] == os.environ["PATH"]
