@@ -224,7 +224,7 @@ def test_ctrl_c_stops_running_runs_and_cancels_queued_ones(tmp_path, tiny_data):
     runs_dir = tmp_path / "runs"
     specs = expand_plan(load_plan(plan), runs_dir=runs_dir)
     process = subprocess.Popen(sweep_command(plan, runs_dir, data_dir, cache_dir, "-p",
-                                             "epochs", "50"),
+                                             "epochs", "5000"),
                                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, start_new_session=True,
                                # a terminal's default, even when pytest runs with SIGINT ignored
