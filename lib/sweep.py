@@ -138,16 +138,16 @@ def check_parameters(specs: list[RunSpec], overrides: dict) -> None:
     """PlanError unless every key of every params file and every override is a parameter of
     the notebook it is meant for, naming the key, where it comes from and the nearest
     parameter. papermill would only warn (and the run would train with the default)."""
-    for spec in specs:
-        known = notebook_parameters(spec.notebook)
-        sources = [(key, str(spec.params_file)) for key in _read_params(spec.params_file, "")]
+    for params_file, notebook in dict.fromkeys((s.params_file, s.notebook) for s in specs):
+        known = notebook_parameters(notebook)
+        sources = [(key, str(params_file)) for key in _read_params(params_file, "")]
         sources += [(key, "-p / command line") for key in overrides]
         for key, source in sources:
             if key not in known:
                 near = difflib.get_close_matches(key, known, n=1)
                 hint = f"; did you mean {near[0]!r}?" if near else ""
                 raise PlanError(f"{source}: {key!r} is not a parameter of notebooks/"
-                                f"{spec.notebook}{hint} (known: {', '.join(sorted(known))})")
+                                f"{notebook}{hint} (known: {', '.join(sorted(known))})")
 
 
 @lru_cache
