@@ -2,27 +2,42 @@
 batch-queue cluster (dask-jobqueue) described by a YAML file; and the preflight every worker
 passes before anything trains.
 
-Local cluster: one worker process per GPU (resource GPU=1, pinned with CUDA_VISIBLE_DEVICES,
-``runs_per_gpu`` threads), or on CPU ``workers`` processes of one thread that split the cores.
+Local cluster: one worker process per GPU (named ``gpu<id>``, resource GPU=1, ``runs_per_gpu``
+threads), pinned by its nanny with CUDA_VISIBLE_DEVICES, so that a worker the nanny restarts
+(on a new port) keeps its GPU; or on CPU ``workers`` processes of one thread that split the
+cores. Each run asks for ``gpu_share(runs_per_gpu)`` of its worker's GPU=1.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
+import json
 import logging
+import math
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
 from lib.paths import REPO_ROOT, project_path
+
+# A run's share of a GPU is a multiple of 2**-20: Dask adds and subtracts resources as floats,
+# and such multiples add up exactly, so K runs of 1/K fit into GPU=1 (with 1/K itself, 9, 11,
+# 12, ... runs would leave a remainder a hair below one share and fit only K - 1).
+GPU_SHARE_BITS = 20
+MAX_RUNS_PER_GPU = 64
 
 # Keys of a cluster YAML besides dask-jobqueue's own keyword arguments of its cluster class.
 OWN_KEYS = {"kind", "jobs"}
@@ -34,26 +49,47 @@ class ClusterConfigError(ValueError):
     """A cluster YAML is wrong; the message names the file and the key."""
 
 
+class ClusterWaitError(RuntimeError):
+    """A batch queue started no worker in time; what was submitted has been cancelled."""
+
+
+def gpu_share(runs_per_gpu: int) -> float:
+    """The amount of the resource GPU=1 one run asks for, so that exactly ``runs_per_gpu``
+    runs fit at once: 1/K rounded down to a multiple of 2**-20 (exact in float arithmetic;
+    K + 1 such shares exceed 1 for every K up to MAX_RUNS_PER_GPU)."""
+    if not 1 <= runs_per_gpu <= MAX_RUNS_PER_GPU:
+        raise ValueError(f"runs_per_gpu must be in 1..{MAX_RUNS_PER_GPU}, got {runs_per_gpu}")
+    return math.floor(2 ** GPU_SHARE_BITS / runs_per_gpu) / 2 ** GPU_SHARE_BITS
+
+
 @dataclass
 class Session:
     """An open Dask client, with what the sweep needs to know about its workers.
 
-    environments: {worker address: environment for its papermill processes} (local clusters:
-    the GPU pin, or the CPU-thread share); gpu: runs ask for the "GPU" resource.
+    environments: {worker name: environment for its papermill processes} (the CPU-thread
+    share on clusters the sweep did not start; a local cluster's workers carry theirs, and
+    GPU workers their pin, in their own environment); gpu: the workers advertise the "GPU"
+    resource, so runs ask for a share of it; cluster: the dask-jobqueue or local cluster the
+    sweep started (None for a running scheduler).
     """
 
     client: object
     environments: dict[str, dict[str, str]] = field(default_factory=dict)
     gpu: bool = False
+    cluster: object = None
 
 
 @contextmanager
 def open_client(*, scheduler: str | None = None, scheduler_file: str | None = None,
                 cluster_file: str | None = None, workers: int = 1, runs_per_gpu: int = 1,
-                n_runs: int = 1):
+                n_runs: int = 1, gpus: list[str] | None = None,
+                wait_timeout: float = 1800.0, progress=print):
     """Yield a Session: on the scheduler at ``scheduler`` / ``scheduler_file``, on a
-    dask-jobqueue cluster built from ``cluster_file`` and scaled to min(jobs, n_runs), or on a
-    LocalCluster started here (closed on exit)."""
+    dask-jobqueue cluster built from ``cluster_file`` and scaled to min(jobs, n_runs) (its
+    first worker awaited at most ``wait_timeout`` seconds, ClusterWaitError after, with the
+    jobs cancelled), or on a LocalCluster started here (closed on exit): one pinned worker per
+    GPU of ``gpus`` (default: every GPU torch sees; [] for none), else ``workers`` CPU
+    workers. ``progress`` receives one line at a time about what is awaited."""
     from distributed import Client, LocalCluster
 
     if scheduler or scheduler_file:
@@ -63,27 +99,49 @@ def open_client(*, scheduler: str | None = None, scheduler_file: str | None = No
             yield Session(client, cpu_environments(info) if not gpu else {}, gpu)
         return
     if cluster_file:
-        batch, config = build_batch_cluster(cluster_file)
-        with batch, Client(batch) as client:
-            batch.scale(jobs=min(int(config.get("jobs", 1)), n_runs))
-            client.wait_for_workers(1, timeout=None)
-            yield Session(client, {}, _asks_for_gpu(config))
+        batch, config = open_batch_cluster(cluster_file, n_runs)
+        with _closing(batch), Client(batch) as client:
+            wait_for_batch_workers(client, batch, wait_timeout, progress)
+            yield Session(client, {}, _asks_for_gpu(config), batch)
         return
-    gpus = _visible_gpus()
+    gpus = visible_gpus() if gpus is None else list(gpus)
     if gpus:
-        options = dict(n_workers=len(gpus), threads_per_worker=runs_per_gpu,
-                       resources={"GPU": 1})
+        cls, options = pinned_gpu_cluster_class(), dict(gpus=gpus, threads_per_worker=runs_per_gpu)
     else:
-        options = dict(n_workers=workers, threads_per_worker=1)
-    with _local_cluster(LocalCluster, options) as local, Client(local) as client:
-        client.wait_for_workers(options["n_workers"])
-        info = client.scheduler_info(n_workers=-1)["workers"]
-        if gpus:  # workers are named 0..n-1: one GPU each
-            environments = {address: {"CUDA_VISIBLE_DEVICES": gpus[int(w["name"]) % len(gpus)]}
-                            for address, w in info.items()}
-        else:
-            environments = cpu_environments(info)
-        yield Session(client, environments, bool(gpus))
+        share = str(max(1, (os.cpu_count() or 1) // workers))
+        cls, options = LocalCluster, dict(n_workers=workers, threads_per_worker=1,
+                                          env={name: share for name in THREAD_VARIABLES})
+    with _local_cluster(cls, options) as local, Client(local) as client:
+        client.wait_for_workers(len(gpus) or workers)
+        yield Session(client, {}, bool(gpus), local)
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@lru_cache(maxsize=1)
+def pinned_gpu_cluster_class():
+    """PinnedGPUCluster (defined on first use: importing distributed costs the sweep a second)."""
+    from distributed import LocalCluster
+
+    class PinnedGPUCluster(LocalCluster):
+        """A LocalCluster of one worker per GPU id, named ``gpu<id>``, advertising GPU=1; the
+        worker's nanny sets CUDA_VISIBLE_DEVICES=<id> in the worker's environment (Nanny's
+        ``env``), and a worker the nanny restarts gets it again, whatever its new address."""
+
+        def __init__(self, gpus: list[str], **kwargs):
+            self.gpus = [str(g) for g in gpus]
+            super().__init__(n_workers=0, resources={"GPU": 1}, **kwargs)
+            self.scale(len(self.gpus))
+
+        def new_worker_spec(self):
+            gpu = next(g for g in self.gpus if f"gpu{g}" not in self.worker_spec)
+            spec = copy.deepcopy(self.new_spec)
+            spec["options"]["env"] = {**spec["options"].get("env", {}),
+                                      "CUDA_VISIBLE_DEVICES": gpu}
+            return {f"gpu{gpu}": spec}
+
+    return PinnedGPUCluster
 
 
 @contextmanager
@@ -99,8 +157,8 @@ def _local_cluster(cls, options: dict):
     method = "fork" if sys.platform == "linux" else "spawn"
     try:
         with dask.config.set({"distributed.worker.multiprocessing-method": method}):
-            cluster = cls(processes=True, dashboard_address=":0", silence_logs=logging.ERROR,
-                          **options)
+            cluster = cls(processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                          silence_logs=logging.ERROR, **options)
     finally:
         signal.signal(signal.SIGINT, previous)
     with cluster:
@@ -108,10 +166,10 @@ def _local_cluster(cls, options: dict):
 
 
 def cpu_environments(workers: dict) -> dict[str, dict[str, str]]:
-    """{address: {OMP/MKL/OPENBLAS_NUM_THREADS}}: each worker's papermill runs get an equal
-    share of its host's cores (Dask's nanny would otherwise leave them one thread).
+    """{worker name: {OMP/MKL/OPENBLAS_NUM_THREADS}}: each worker's papermill runs get an
+    equal share of its host's cores (Dask's nanny would otherwise leave them one thread).
 
-    workers: scheduler_info()["workers"] (each with "host" and "nthreads")."""
+    workers: scheduler_info()["workers"] (each with "name", "host" and "nthreads")."""
     per_host: dict[str, int] = {}
     for w in workers.values():
         per_host[w["host"]] = per_host.get(w["host"], 0) + w.get("nthreads", 1)
@@ -119,17 +177,17 @@ def cpu_environments(workers: dict) -> dict[str, dict[str, str]]:
     result = {}
     for address, w in workers.items():
         threads = str(max(1, cores // max(1, per_host[w["host"]])))
-        result[address] = {name: threads for name in
-                           ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+        result[str(w.get("name", address))] = {name: threads for name in THREAD_VARIABLES}
     return result
 
 
-def _visible_gpus() -> list[str]:
-    """The GPUs this machine's runs may use, as CUDA_VISIBLE_DEVICES entries."""
+def visible_gpus() -> list[str]:
+    """The GPUs this machine's runs may use, as CUDA_VISIBLE_DEVICES entries: those of this
+    process's CUDA_VISIBLE_DEVICES, else 0..n-1 for the n GPUs torch sees."""
     try:
         import torch
 
-        count = torch.cuda.device_count()
+        count = torch.cuda.device_count()  # NVML: no CUDA context in this process
     except ImportError:
         count = 0
     if count == 0:
@@ -137,6 +195,22 @@ def _visible_gpus() -> list[str]:
     visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
                if d.strip()]
     return visible[:count] if visible else [str(i) for i in range(count)]
+
+
+def parse_gpus(text: str, available: list[str]) -> list[str]:
+    """``--gpus 2,3`` -> ["2", "3"]; ValueError naming the option unless every id is one of
+    ``available`` (visible_gpus()) and none repeats."""
+    gpus = [g.strip() for g in text.split(",")]
+    if not all(gpus) or len(set(gpus)) != len(gpus):
+        raise ValueError(f"--gpus {text!r}: give distinct GPU ids separated by commas, e.g. "
+                         f"--gpus 2,3")
+    if not available:
+        raise ValueError(f"--gpus {text}: torch sees no GPU on this machine")
+    missing = [g for g in gpus if g not in available]
+    if missing:
+        raise ValueError(f"--gpus {text}: no GPU {', '.join(missing)} on this machine (the "
+                         f"GPUs torch sees: {', '.join(available)})")
+    return gpus
 
 
 # ---- batch queues -------------------------------------------------------------------------------
@@ -181,6 +255,90 @@ def build_batch_cluster(path: str | Path):
     return cls(**options), config
 
 
+def open_batch_cluster(cluster_file: str | Path, n_runs: int):
+    """(dask-jobqueue cluster, config) built from a cluster YAML and scaled to min(jobs,
+    n_runs); ClusterConfigError when this machine cannot submit jobs (no submit command)."""
+    batch, config = build_batch_cluster(cluster_file)
+    submit = batch.job_cls.submit_command.split()[0]
+    if shutil.which(submit) is None:
+        _close_quietly(batch)
+        raise ClusterConfigError(f"{project_path(cluster_file)}: kind "
+                                 f"{config.get('kind', 'slurm')!r} submits jobs with {submit!r}, "
+                                 f"which is not on this machine's PATH (run the sweep on a "
+                                 f"submit host of the batch system)")
+    batch.scale(jobs=min(int(config.get("jobs", 1)), n_runs))
+    return batch, config
+
+
+def wait_for_batch_workers(client, batch, timeout: float, progress=print,
+                           report_every: float = 60.0) -> None:
+    """Wait until the first batch job's worker joins, saying every ``report_every`` seconds
+    what is awaited (the jobs, their ids and the queue's view of them); after ``timeout``
+    seconds raise ClusterWaitError (the caller's closing of ``batch`` cancels the jobs)."""
+    from distributed.exceptions import WorkerStartTimeoutError
+
+    started = time.monotonic()
+    next_report = started + min(5.0, report_every)  # a queue that answers at once says nothing
+    while True:
+        left = timeout - (time.monotonic() - started)
+        try:
+            client.wait_for_workers(1, timeout=max(0.1, min(1.0, left)))
+            return
+        except (TimeoutError, WorkerStartTimeoutError):
+            pass
+        waited = time.monotonic() - started
+        if time.monotonic() >= next_report:
+            progress(f"waiting for a worker ({waited:.0f} s of {timeout:.0f}): "
+                     f"{describe_jobs(batch)}")
+            next_report = time.monotonic() + report_every
+        if waited >= timeout:
+            raise ClusterWaitError(f"no batch job started a Dask worker within {timeout:.0f} s "
+                                   f"(--wait-timeout): {describe_jobs(batch)}; the jobs are "
+                                   f"cancelled")
+
+
+# What the batch system says of its jobs: a command that takes job ids, by kind of cluster.
+QUEUE_STATUS = {"SLURMJob": ["squeue", "-h", "-o", "%i %T %R", "-j"],
+                "PBSJob": ["qstat"], "LSFJob": ["bjobs"], "OARJob": ["oarstat", "-j"]}
+
+
+def describe_jobs(batch) -> str:
+    """'2 batch jobs: ids 17, 18; queue: 17 PENDING (Resources), ...' for a dask-jobqueue
+    cluster's jobs (ids are None until the submit command answered)."""
+    jobs = list(batch.workers.values())
+    ids = [str(j.job_id) for j in jobs if getattr(j, "job_id", None)]
+    text = (f"{len(jobs)} batch job(s) asked for, {len(ids)} submitted"
+            + (f" (ids {', '.join(ids)})" if ids else ""))
+    command = QUEUE_STATUS.get(type(jobs[0]).__name__) if jobs else None
+    if ids and command and shutil.which(command[0]):
+        cmd = command + [",".join(ids)] if command[-1] == "-j" else command + ids
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=15)
+            states = "; ".join(line.strip() for line in (out.stdout + out.stderr).splitlines()
+                               if line.strip())
+            text += f"; {command[0]}: {states or 'no such jobs (ended?)'}"
+        except (OSError, subprocess.SubprocessError) as error:
+            text += f"; {command[0]} did not answer ({error})"
+    return text
+
+
+@contextmanager
+def _closing(batch):
+    """Close a batch cluster on exit (cancelling its jobs); a job that never got submitted
+    makes dask-jobqueue's close fail an assertion, which is not the user's problem."""
+    try:
+        yield batch
+    finally:
+        _close_quietly(batch)
+
+
+def _close_quietly(batch) -> None:
+    try:
+        batch.close()
+    except AssertionError:
+        pass
+
+
 def job_script(path: str | Path) -> str:
     """The batch script one job of the cluster YAML would submit."""
     batch, _ = build_batch_cluster(path)
@@ -223,9 +381,11 @@ def git_commit(root: Path = REPO_ROOT) -> str | None:
     return out.stdout.strip() or None
 
 
-def check_worker(commit: str | None, data_dirs: list[str], runs_dir: str) -> str:
-    """Run on a worker: "" if it imports this repo at ``commit`` and can read every data
-    folder's metadata.csv and write into ``runs_dir``; else the reasons."""
+def check_worker(commit: str | None, data_dirs: list[str], runs_dir: str,
+                 need_cuda: bool = False) -> dict:
+    """Run on a worker: {"problems": "" or the reasons, "cuda": probe_cuda() or None,
+    "host": hostname}. Problems: the repo is not at ``commit``, a data folder's metadata.csv
+    is unreadable, ``runs_dir`` is not writable; with ``need_cuda`` also cuda_problem()."""
     import lib
 
     problems = []
@@ -245,14 +405,98 @@ def check_worker(commit: str | None, data_dirs: list[str], runs_dir: str) -> str
         problems.append(f"cannot write into {runs_dir} ({error.strerror or error})")
     if sys.executable and not os.access(sys.executable, os.X_OK):
         problems.append(f"python {sys.executable} is not executable")
-    return "; ".join(problems)
+    cuda = None
+    if need_cuda:
+        cuda = probe_cuda()
+        machine = probe_cuda(pinned=False) if cuda.get("count") == 0 and cuda.get("visible") \
+            else None
+        problem = cuda_problem(cuda, machine)
+        if problem:
+            problems.append(problem)
+    return {"problems": "; ".join(problems), "cuda": cuda, "host": socket.gethostname()}
 
 
-def preflight(client, data_dirs: list[Path], runs_dir: Path) -> dict[str, str]:
-    """check_worker on every worker (one small task each); {worker: reasons} of those that
-    failed (empty: all passed)."""
+# Run in a fresh Python with the worker's environment, as a run's kernel starts: what torch
+# sees of CUDA (without touching CUDA in the long-lived worker process itself).
+CUDA_PROBE = r"""
+import json, os
+info = {"visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "count": 0}
+try:
+    import torch
+    info.update(torch=torch.__version__, cuda_build=torch.version.cuda)
+    if torch.version.cuda is not None:
+        info["count"] = torch.cuda.device_count()
+        if info["count"]:
+            torch.zeros(1, device="cuda")  # a context and an allocation: the driver works
+            info["name"] = torch.cuda.get_device_name(0)
+            info["capability"] = list(torch.cuda.get_device_capability(0))
+except Exception as error:
+    info["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+print(json.dumps(info))
+"""
+
+
+def probe_cuda(pinned: bool = True, timeout: float = 180.0) -> dict:
+    """What a run started from this process would see of CUDA: {"visible" (its
+    CUDA_VISIBLE_DEVICES or None), "count", "torch", "cuda_build" (None: a CPU-only torch),
+    "name", "capability" [major, minor] of the first GPU, "error"}. pinned=False: as if
+    CUDA_VISIBLE_DEVICES were unset (how many GPUs the machine has)."""
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    if not pinned:
+        env.pop("CUDA_VISIBLE_DEVICES", None)
+    try:
+        out = subprocess.run([sys.executable, "-c", CUDA_PROBE], capture_output=True, text=True,
+                             timeout=timeout, env=env)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as error:
+        return {"visible": env.get("CUDA_VISIBLE_DEVICES"), "count": 0,
+                "error": f"the CUDA probe did not answer ({type(error).__name__})"}
+
+
+def cuda_problem(cuda: dict, machine: dict | None = None) -> str:
+    """"" if the probe (probe_cuda) shows a usable GPU, else why not, in words. machine: the
+    unpinned probe, to say what exists when the pinned GPU does not."""
+    if "torch" not in cuda and cuda.get("error"):
+        return f"CUDA check failed: {cuda['error']}"
+    if cuda.get("cuda_build") is None:
+        return (f"torch {cuda.get('torch')} is a CPU-only build (torch.version.cuda is None): "
+                f"install a CUDA build of torch")
+    if cuda.get("error"):
+        return f"CUDA does not work here: {cuda['error']}"
+    if not cuda.get("count"):
+        if cuda.get("visible") is not None:
+            seen = machine.get("count", "?") if machine else "?"
+            return (f"pinned to GPU CUDA_VISIBLE_DEVICES={cuda['visible']!r}, which torch "
+                    f"cannot see (this machine has {seen} GPU(s) when unpinned)")
+        return "torch sees no GPU (no device, or the driver is not loaded)"
+    return ""
+
+
+def preflight(client, data_dirs: list[Path], runs_dir: Path, need_cuda: bool = False
+              ) -> tuple[dict[str, str], dict[str, dict]]:
+    """check_worker on every worker (one small task each). Returns ({"name (address)":
+    reasons} of the workers that failed (empty: all passed), {worker name: CUDA probe} when
+    ``need_cuda``). With need_cuda, GPU workers of one host that would all train on the same
+    GPU (the same first CUDA_VISIBLE_DEVICES entry, or none set) fail too."""
     answers = client.run(check_worker, git_commit(), [str(d) for d in data_dirs],
-                         str(runs_dir))
-    names = {a: w.get("name", a) for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
-    return {f"{names.get(address, address)} ({address})": reason
-            for address, reason in answers.items() if reason}
+                         str(runs_dir), need_cuda)
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    label = {a: f"{workers.get(a, {}).get('name', a)} ({a})" for a in answers}
+    problems = {label[a]: answer["problems"] for a, answer in answers.items()
+                if answer["problems"]}
+    if need_cuda:
+        first_gpu: dict[tuple, list[str]] = {}
+        for address, answer in answers.items():
+            visible = (answer["cuda"].get("visible") or "").split(",")[0] or "(unset)"
+            if "GPU" in workers.get(address, {}).get("resources", {}):
+                first_gpu.setdefault((answer["host"], visible), []).append(address)
+        for (host, gpu), sharing in first_gpu.items():
+            for address in sharing if len(sharing) > 1 else []:
+                others = ", ".join(label[a] for a in sharing if a != address)
+                problems[label[address]] = "; ".join(filter(None, [
+                    problems.get(label[address]),
+                    f"trains on the same GPU of {host} (CUDA_VISIBLE_DEVICES first entry "
+                    f"{gpu}) as {others}: pin each worker to its GPU"]))
+    cuda = {str(workers.get(a, {}).get("name", a)): answer["cuda"]
+            for a, answer in answers.items() if answer["cuda"] is not None}
+    return problems, cuda

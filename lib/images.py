@@ -7,6 +7,7 @@ images (N, m_bins, t_bins) with the derivatized flags, so the two-channel form i
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -179,14 +180,34 @@ def build_image_cache(metadata: pd.DataFrame, path: str | Path, *, m_bins: int =
     sample_ids (N,) str, derivatized (N,) int8, images (N, m_bins, t_bins) float32,
     nan_counts (N,) int64 (NaN intensities read as 0), negative_counts (N,) int64 (negative
     intensities clipped to 0), fingerprint () str.
-    The file is written under a temporary name and renamed, so it is whole or absent.
+    The file is written under a temporary name and renamed, so it is whole or absent. Runs
+    that start together on a fresh cache (a sweep) render it once: the first holds
+    ``<path>.lock`` while it renders, the others wait for it and then read its file.
     """
     path = Path(path)
     fingerprint = cache_fingerprint(metadata, m_bins, t_bins)
+    cached = _matching_cache(path, fingerprint)
+    if cached is not None:
+        return cached
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:  # "a": never truncates
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        cached = _matching_cache(path, fingerprint)  # rendered while this one waited
+        if cached is not None:
+            return cached
+        return _render_cache(metadata, path, fingerprint, m_bins, t_bins, workers, progress)
+
+
+def _matching_cache(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
     if path.is_file():
         cached = load_image_cache(path)
         if str(cached["fingerprint"]) == fingerprint:
             return cached
+    return None
+
+
+def _render_cache(metadata: pd.DataFrame, path: Path, fingerprint: str, m_bins: int,
+                  t_bins: int, workers: int | None, progress: bool) -> dict[str, np.ndarray]:
     jobs = [(str(p), m_bins, t_bins) for p in metadata["path"]]
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     if workers == 1:

@@ -7,9 +7,12 @@ training notebook into its run folder.
     python -m lib.sweep PLAN --cluster params/clusters/slurm.yaml    # a batch queue (dask-jobqueue)
 
 Dask schedules: without an address a ``distributed.LocalCluster`` of worker processes runs on
-this machine (one per GPU, pinned with CUDA_VISIBLE_DEVICES; on CPU ``--workers`` of them
-sharing the cores) and is closed at the end. GPU workers advertise the resource ``GPU=1`` and
-each run asks for ``1 / runs_per_gpu`` of it.
+this machine (one per GPU of ``--gpus``, default all, each pinned by its nanny with
+CUDA_VISIBLE_DEVICES; on CPU ``--workers`` of them sharing the cores) and is closed at the end.
+GPU workers advertise the resource ``GPU=1`` and each run asks for a ``1 / runs_per_gpu`` share
+of it (lib.cluster.gpu_share). The runs' device is decided once, here: ``auto`` becomes ``cuda``
+when the workers advertise GPUs, else ``cpu``; runs that need CUDA are checked on every worker
+before anything trains, and never fall back to the CPU.
 
 Finished runs (DONE) are skipped; interrupted ones start again from scratch. A run whose
 notebook fails writes FAILED (cell, exception) and is not retried; a run whose worker dies is
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import ast
 import ctypes
+import dataclasses
 import difflib
 import fcntl
 import json
@@ -68,6 +72,7 @@ class RunSpec:
     fold: int
     run_dir: Path
     notebook: str = DEFAULT_NOTEBOOK
+    device: str | None = None  # the device the sweep resolved for it (notebooks with one)
 
     @property
     def label(self) -> str:
@@ -109,7 +114,7 @@ def expand_plan(plan: dict, folds: list[int] | None = None, runs_dir: str | Path
     """The plan's runs x folds (``folds`` overrides the plan's), in plan order, fold-major
     within a run."""
     where = plan.get("path", "plan")
-    specs = []
+    specs, entry_of = [], {}
     for i, run in enumerate(plan["runs"]):
         params_file = Path(run["params"])
         if not params_file.is_absolute():
@@ -117,6 +122,13 @@ def expand_plan(plan: dict, folds: list[int] | None = None, runs_dir: str | Path
         values = _read_params(params_file, f"{where}: run {i + 1}")
         if not isinstance(values.get("name"), str):
             raise PlanError(f"{params_file}: needs a 'name' (named by {where}: run {i + 1})")
+        folder = default_run_dir(values["name"], run["backbone"], 0, run["seed"], runs_dir)
+        if folder in entry_of:
+            first = entry_of[folder]
+            raise PlanError(f"{where}: runs {first + 1} ({plan['runs'][first]!r}) and {i + 1} "
+                            f"({run!r}) are the same run (name {values['name']!r}, backbone "
+                            f"{run['backbone'].split('.')[0]!r}, seed {run['seed']}): keep one")
+        entry_of[folder] = i
         for fold in folds if folds is not None else plan.get("folds", [0, 1, 2, 3, 4]):
             specs.append(RunSpec(params_file, values["name"], run["backbone"], int(run["seed"]),
                                  int(fold), default_run_dir(values["name"], run["backbone"],
@@ -126,28 +138,81 @@ def expand_plan(plan: dict, folds: list[int] | None = None, runs_dir: str | Path
 
 
 def run_parameters(spec: RunSpec, overrides: dict) -> dict:
-    """The papermill parameters of one run: params file, then the plan entry, then overrides."""
+    """The papermill parameters of one run: params file, then the plan entry, then the
+    overrides its notebook has (a mixed plan's override reaches the runs it can), then the
+    device the sweep resolved."""
     values = dict(_read_params(spec.params_file, spec.label))
     values.update(backbone=spec.backbone, seed=spec.seed, fold=spec.fold,
                   run_dir=str(spec.run_dir))
-    values.update(overrides)
+    known = notebook_parameters(spec.notebook)
+    values.update({key: value for key, value in overrides.items() if key in known})
+    if spec.device is not None:
+        values["device"] = spec.device
     return values
 
 
-def check_parameters(specs: list[RunSpec], overrides: dict) -> None:
-    """PlanError unless every key of every params file and every override is a parameter of
-    the notebook it is meant for, naming the key, where it comes from and the nearest
-    parameter. papermill would only warn (and the run would train with the default)."""
+SWEEP_DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_devices(specs: list[RunSpec], overrides: dict, gpu_workers: bool
+                    ) -> list[RunSpec]:
+    """The specs with the device each run will use, decided once for the sweep: "auto" ->
+    "cuda" when the workers advertise GPUs, else "cpu"; "cpu" and "cuda" as asked (a run sees
+    only its pinned GPU, so "cuda:N" makes no sense here: PlanError). Specs of notebooks
+    without a device parameter are returned as they are."""
+    resolved = []
+    for spec in specs:
+        if "device" not in notebook_parameters(spec.notebook):
+            resolved.append(spec)
+            continue
+        asked = run_parameters(spec, overrides).get("device", "auto")
+        if asked not in SWEEP_DEVICES:
+            raise PlanError(f"device {asked!r} ({spec.label}): a sweep takes auto, cpu or cuda "
+                            f"(each run sees only the GPU its worker is pinned to; choose GPUs "
+                            f"with --gpus)")
+        device = ("cuda" if gpu_workers else "cpu") if asked == "auto" else asked
+        resolved.append(dataclasses.replace(spec, device=device))
+    return resolved
+
+
+def check_parameters(specs: list[RunSpec], overrides: dict) -> dict[str, list[str]]:
+    """PlanError unless every key of every params file is a parameter of its notebook and
+    every override is a parameter of at least one notebook of the plan, naming the key, where
+    it comes from and the nearest parameter (papermill would only warn, and the run would
+    train with the default). Returns {override: [labels of the runs whose notebook lacks it]}
+    for the overrides that do not reach every run (a mixed plan: 03b has no ``epochs``)."""
     for params_file, notebook in dict.fromkeys((s.params_file, s.notebook) for s in specs):
         known = notebook_parameters(notebook)
-        sources = [(key, str(params_file)) for key in _read_params(params_file, "")]
-        sources += [(key, "-p / command line") for key in overrides]
-        for key, source in sources:
+        for key in _read_params(params_file, ""):
             if key not in known:
-                near = difflib.get_close_matches(key, known, n=1)
-                hint = f"; did you mean {near[0]!r}?" if near else ""
-                raise PlanError(f"{source}: {key!r} is not a parameter of notebooks/"
-                                f"{notebook}{hint} (known: {', '.join(sorted(known))})")
+                raise PlanError(f"{params_file}: {_unknown(key, known, [notebook])}")
+    notebooks = list(dict.fromkeys(s.notebook for s in specs))
+    every = frozenset().union(*(notebook_parameters(n) for n in notebooks))
+    skipped = {}
+    for key in overrides:
+        if key not in every:
+            raise PlanError(f"-p / command line: {_unknown(key, every, notebooks)}")
+        missed = [s.label for s in specs if key not in notebook_parameters(s.notebook)]
+        if missed:
+            skipped[key] = missed
+    return skipped
+
+
+def check_folds(specs: list[RunSpec], overrides: dict) -> None:
+    """PlanError unless every run's fold is in 0..n_folds-1 (its n_folds parameter)."""
+    for spec in specs:
+        n_folds = run_parameters(spec, overrides).get(
+            "n_folds", _parameter_defaults(spec.notebook).get("n_folds"))
+        if isinstance(n_folds, int) and not 0 <= spec.fold < n_folds:
+            raise PlanError(f"fold {spec.fold} ({spec.label}): the runs have n_folds="
+                            f"{n_folds}, so folds are 0..{n_folds - 1}")
+
+
+def _unknown(key: str, known: frozenset[str], notebooks: list[str]) -> str:
+    near = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    where = " or ".join(f"notebooks/{n}" for n in notebooks)
+    return f"{key!r} is not a parameter of {where}{hint} (known: {', '.join(sorted(known))})"
 
 
 @lru_cache
@@ -190,26 +255,28 @@ def _read_params(path: Path, named_by: str) -> dict:
 # ---- one run, on a worker ----------------------------------------------------------------------
 
 def execute_run(spec: RunSpec, overrides: dict, fingerprints: dict[str, str],
-                env: dict[str, str | None] | None = None, should_stop=None) -> tuple[str, str]:
+                env: dict[str, str | None] | None = None, should_stop=None,
+                precision: str | None = None) -> tuple[str, str]:
     """Run one spec through papermill unless finished. Returns (status, detail), status one of
-    "done" (already finished), "ran", "failed", "stale" (finished with other data or
-    parameters: left as it is, and reported) or "stopped" (``should_stop()`` became true:
-    papermill and its kernel were ended, the folder stays unfinished).
+    "done" (already finished), "ran", "failed", "stale" (finished with other data, parameters,
+    device or precision: left as it is, and reported) or "stopped" (``should_stop()`` became
+    true: papermill and its kernel were ended, the folder stays unfinished).
 
     fingerprints: {data_dir: data_fingerprint} of the data the runs must see; env: variables
-    for papermill's process (None removes one).
+    for papermill's process (None removes one); precision: what this run would compute in
+    here ("bf16", "tf32", "fp32"; None: not known, not compared).
     """
     run_dir = spec.run_dir
     wanted = run_parameters(spec, overrides)
     if is_done(run_dir):
         _clear_scratch(run_dir)
-        return _finished_status(run_dir, wanted, fingerprints)
+        return _finished_status(run_dir, wanted, fingerprints, precision)
     run_dir.mkdir(parents=True, exist_ok=True)
     with _run_lock(run_dir, should_stop) as held:
         if not held:
             return "stopped", "stopped while another sweep held the run"
         if is_done(run_dir):  # finished by the sweep that held the lock
-            return _finished_status(run_dir, wanted, fingerprints)
+            return _finished_status(run_dir, wanted, fingerprints, precision)
         return _train(spec, wanted, env or {}, should_stop)
 
 
@@ -225,8 +292,11 @@ def _train(spec: RunSpec, parameters: dict, env: dict[str, str | None], should_s
     params_file, log = scratch / "params.yaml", scratch / "papermill.log"
     params_file.write_text(yaml.safe_dump(parameters))
     started = time.time()
+    environment = _environment(env, scratch)
+    visible = environment.get("CUDA_VISIBLE_DEVICES", "(unset)")
     with open(run_dir / STARTED, "a") as record:  # one line per attempt, and one at its end
-        record.write(f"start {started} worker {_worker_name()}\n")
+        record.write(f"start {started} worker {_worker_name()} "
+                     f"CUDA_VISIBLE_DEVICES={visible}\n")
     command = [sys.executable, "-m", "papermill", str(NOTEBOOKS / spec.notebook),
                str(run_dir / spec.notebook), "-f", str(params_file), "--kernel", "python3",
                "--no-progress-bar", "--log-level", "ERROR"]
@@ -235,8 +305,7 @@ def _train(spec: RunSpec, parameters: dict, env: dict[str, str | None], should_s
             # its own session: a Ctrl-C at the terminal reaches the sweep, which stops it
             process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                                        stderr=stderr, preexec_fn=_die_with_parent,
-                                       start_new_session=True,
-                                       env=_environment(env, scratch))
+                                       start_new_session=True, env=environment)
             next_check = time.time() + STOP_POLL_SECONDS
             while process.poll() is None:
                 if should_stop is not None and time.time() >= next_check:
@@ -314,10 +383,10 @@ def _end_process_tree(process: subprocess.Popen, grace_seconds: float = 10.0) ->
     process.wait()
 
 
-def _finished_status(run_dir: Path, wanted: dict, fingerprints: dict[str, str]
-                     ) -> tuple[str, str]:
-    """"done" if the finished run saw this data and used the parameters asked for, else
-    "stale"."""
+def _finished_status(run_dir: Path, wanted: dict, fingerprints: dict[str, str],
+                     precision: str | None = None) -> tuple[str, str]:
+    """"done" if the finished run saw this data and used the parameters, the kind of device
+    and (when known) the precision asked for, else "stale"."""
     metrics = read_metrics(run_dir)
     used = metrics["parameters"]
     expected = fingerprints.get(str(wanted.get("data_dir", "")))
@@ -331,6 +400,13 @@ def _finished_status(run_dir: Path, wanted: dict, fingerprints: dict[str, str]
     if differ:
         return "stale", (f"finished with other parameters ({', '.join(differ)}): delete the "
                          f"folder or use another --runs-dir")
+    device = wanted.get("device")
+    if device is not None and str(used.get("device", "")).split(":")[0] != device:
+        return "stale", (f"finished on device {used.get('device')}, this sweep trains on "
+                         f"{device}: delete the folder or use another --runs-dir")
+    if precision is not None and metrics.get("precision") != precision:
+        return "stale", (f"finished in precision {metrics.get('precision')}, this sweep's runs "
+                         f"compute in {precision}: delete the folder or use another --runs-dir")
     return "done", ""
 
 
@@ -374,39 +450,55 @@ Result = tuple  # (RunSpec, status, detail, worker)
 
 
 def run_task(spec: RunSpec, overrides: dict, fingerprints: dict[str, str],
-             environments: dict[str, dict[str, str]], stop_event: str) -> tuple[str, str, str]:
-    """The Dask task of one run: execute_run with this worker's environment (from
-    ``environments``, keyed by worker address), stopping when the Dask Event ``stop_event``
-    is set. Returns (status, detail, worker name)."""
+             environments: dict[str, dict[str, str]], stop_event: str,
+             capabilities: dict[str, list[int] | None] | None = None) -> tuple[str, str, str]:
+    """The Dask task of one run: execute_run with this worker's environment (its own, where
+    a GPU pin lives, plus ``environments`` keyed by worker name), stopping when the Dask Event
+    ``stop_event`` is set. capabilities: {worker name: its GPU's compute capability} from the
+    preflight, for the precision a finished run must have. Returns (status, detail, worker)."""
     from distributed import Event, get_worker
 
+    from lib.precision import precision_label
+
     worker = get_worker()
+    name = str(worker.name)
     stop = Event(stop_event)
     if stop.is_set():  # queued when the sweep was stopped
         return "stopped", "not started (the sweep was stopped)", ""
     # Dask's nanny gives its workers MALLOC_TRIM_THRESHOLD_=65536, which makes torch on the CPU
     # 2.5x slower (measured: mobilenetv3 training 9 vs 24 samples/s); the runs do not inherit it
-    env = {"MALLOC_TRIM_THRESHOLD_": None, **environments.get(worker.address, {})}
-    status, detail = execute_run(spec, overrides, fingerprints, env, should_stop=stop.is_set)
-    return status, detail, str(worker.name)
+    env = {"MALLOC_TRIM_THRESHOLD_": None, **environments.get(name, {})}
+    precision = None
+    if spec.device == "cpu" or (capabilities or {}).get(name):
+        wanted = run_parameters(spec, overrides)
+        precision = precision_label(spec.device, bool(wanted.get("amp", True)),
+                                    bool(wanted.get("tf32", False)),
+                                    (capabilities or {}).get(name))
+    status, detail = execute_run(spec, overrides, fingerprints, env, should_stop=stop.is_set,
+                                 precision=precision)
+    return status, detail, name
 
 
 def run_sweep(client, specs: list[RunSpec], overrides: dict, fingerprints: dict[str, str], *,
               runs_per_gpu: int = 1, environments: dict | None = None, gpu: bool = False,
-              progress: bool = True) -> list[Result]:
+              capabilities: dict | None = None, progress: bool = True) -> list[Result]:
     """Submit one task per spec to ``client`` and wait for them; returns (spec, status, detail,
-    worker) in the order of ``specs``. gpu: each task asks for 1 / runs_per_gpu of the
-    workers' "GPU" resource. Ctrl-C: queued runs are cancelled and running ones stopped (both
-    reported as "stopped"), then the results so far are returned."""
+    worker) in the order of ``specs``. gpu: each task asks for gpu_share(runs_per_gpu) of the
+    workers' "GPU" resource (exactly runs_per_gpu runs share a GPU). Ctrl-C: queued runs are
+    cancelled and running ones stopped (both reported as "stopped"), then the results so far
+    are returned."""
     from distributed import Event, as_completed
     from tqdm.auto import tqdm
 
+    from lib.cluster import gpu_share
+
     stop_name = f"mars-gcms-sweep-stop-{os.getpid()}-{time.time_ns()}"
     stop = Event(stop_name, client=client)
-    resources = {"GPU": 1 / runs_per_gpu} if gpu else None
+    resources = {"GPU": gpu_share(runs_per_gpu)} if gpu else None
     futures = {client.submit(run_task, spec, overrides, fingerprints, environments or {},
-                             stop_name, key=f"run-{spec.label}-{time.time_ns()}", pure=False,
-                             resources=resources, retries=0): spec for spec in specs}
+                             stop_name, capabilities, key=f"run-{spec.label}-{time.time_ns()}",
+                             pure=False, resources=resources, retries=0): spec
+               for spec in specs}
     results: dict[RunSpec, Result] = {}
     with tqdm(total=len(specs), desc="sweep", unit="run", disable=not progress) as bar:
         try:
@@ -438,12 +530,13 @@ def _result(spec: RunSpec, future, timeout: float | None = None) -> Result:
 
 def summary_table(results: list[Result]) -> str:
     """One line per run: label, status, best OOF loss (finished runs), worker, detail."""
-    lines = [f"{'run':<58}{'status':<9}{'OOF loss':>9}  {'worker':<10}detail"]
+    width = max([len("worker")] + [len(worker) for *_, worker in results]) + 2
+    lines = [f"{'run':<58}{'status':<9}{'OOF loss':>9}  {'worker':<{width}}detail"]
     for spec, status, detail, worker in results:
         loss = ""
         if is_done(spec.run_dir):
             loss = f"{read_metrics(spec.run_dir)['best_oof_loss']:.4f}"
-        lines.append(f"{spec.label:<58}{status:<9}{loss:>9}  {worker:<10}{detail}")
+        lines.append(f"{spec.label:<58}{status:<9}{loss:>9}  {worker:<{width}}{detail}")
     return "\n".join(lines)
 
 
@@ -479,12 +572,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", help="comma-separated folds (default: the plan's)")
     parser.add_argument("--workers", type=int, default=1,
                         help="local CPU workers (local cluster without GPUs)")
+    parser.add_argument("--gpus", help="local cluster: the GPUs to use, e.g. 2,3 (default: "
+                        "every GPU torch sees); one pinned worker each")
     parser.add_argument("--runs-per-gpu", type=int, default=1,
-                        help="runs sharing one GPU (each asks for 1/K of its GPU resource)")
+                        help="runs sharing one GPU (each asks for a 1/K share of its GPU)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://HOST:8786)")
     where.add_argument("--scheduler-file", help="scheduler file of a running Dask scheduler")
     where.add_argument("--cluster", help="batch-queue cluster YAML (params/clusters/slurm.yaml)")
+    parser.add_argument("--wait-timeout", type=float, default=1800.0,
+                        help="with --cluster: seconds to wait for the first batch job's worker "
+                        "before cancelling the jobs (default 1800)")
     parser.add_argument("--print-job-script", action="store_true",
                         help="with --cluster: print the batch script and exit")
     parser.add_argument("--data-dir", help="data_dir parameter of every run")
@@ -495,8 +593,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stamp", help="file touched when a run finished in this sweep")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    if args.runs_per_gpu < 1:
-        parser.error("--runs-per-gpu must be at least 1")
+    if not 1 <= args.runs_per_gpu <= cluster.MAX_RUNS_PER_GPU:
+        parser.error(f"--runs-per-gpu must be in 1..{cluster.MAX_RUNS_PER_GPU}, got "
+                     f"{args.runs_per_gpu}")
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
+    if not args.wait_timeout > 0:
+        parser.error(f"--wait-timeout must be a positive number of seconds, got "
+                     f"{args.wait_timeout}")
+    if args.gpus is not None and (args.scheduler or args.scheduler_file or args.cluster):
+        parser.error("--gpus chooses the GPUs of a local sweep; on a running scheduler or a "
+                     "batch cluster each worker's CUDA_VISIBLE_DEVICES decides")
 
     try:
         if args.print_job_script:
@@ -504,46 +611,79 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("--print-job-script needs --cluster")
             print(cluster.job_script(args.cluster))
             return 0
+        gpus = None
+        if args.gpus is not None:
+            try:
+                gpus = cluster.parse_gpus(args.gpus, cluster.visible_gpus())
+            except ValueError as error:
+                parser.error(str(error))
         overrides = {key: yaml.safe_load(value) for key, value in args.param}
         if args.data_dir:
             overrides["data_dir"] = str(project_path(args.data_dir))
         if args.cache_dir:
             overrides["cache_dir"] = str(project_path(args.cache_dir))
-        folds = [int(f) for f in args.folds.split(",")] if args.folds else None
+        folds = _parse_folds(args.folds) if args.folds else None
         specs = expand_plan(load_plan(args.plan), folds, args.runs_dir)
-        check_parameters(specs, overrides)
+        skipped = check_parameters(specs, overrides)
+        check_folds(specs, overrides)
+        resolve_devices(specs, overrides, gpu_workers=False)  # refuses cuda:N before starting
         fingerprints = data_fingerprints(specs, overrides)
     except (PlanError, cluster.ClusterConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    for key, missed in skipped.items():
+        print(f"note: -p {key} does not apply to {len(missed)} run(s) whose notebook has no "
+              f"such parameter: {', '.join(missed)}", file=sys.stderr)
 
     runs_root = project_path(args.runs_dir)
     data_dirs = [project_path(d or _notebook_default(specs[0].notebook, "data_dir"))
                  for d in fingerprints]
-    with cluster.open_client(scheduler=args.scheduler, scheduler_file=args.scheduler_file,
-                             cluster_file=args.cluster, workers=max(1, args.workers),
-                             runs_per_gpu=args.runs_per_gpu, n_runs=len(specs)) as session:
-        print(f"Dask dashboard: {session.client.dashboard_link}", file=sys.stderr)
-        problems = cluster.preflight(session.client, data_dirs, runs_root)
-        if problems:
-            print("error: workers failed the preflight, nothing was trained:\n" +
-                  "\n".join(f"  {worker}: {reason}" for worker, reason in problems.items()),
-                  file=sys.stderr)
-            return 2
-        results = run_sweep(session.client, specs, overrides, fingerprints,
-                            runs_per_gpu=args.runs_per_gpu, environments=session.environments,
-                            gpu=session.gpu, progress=not args.no_progress)
+    try:
+        with cluster.open_client(scheduler=args.scheduler, scheduler_file=args.scheduler_file,
+                                 cluster_file=args.cluster, workers=args.workers, gpus=gpus,
+                                 runs_per_gpu=args.runs_per_gpu, n_runs=len(specs),
+                                 wait_timeout=args.wait_timeout,
+                                 progress=lambda line: print(line, file=sys.stderr)
+                                 ) as session:
+            print(f"Dask dashboard: {session.client.dashboard_link}", file=sys.stderr)
+            specs = resolve_devices(specs, overrides, session.gpu)
+            devices = sorted({s.device for s in specs if s.device})
+            if devices:
+                print(f"device: {', '.join(devices)}", file=sys.stderr)
+            problems, cuda = cluster.preflight(session.client, data_dirs, runs_root,
+                                               need_cuda="cuda" in devices)
+            if problems:
+                print("error: workers failed the preflight, nothing was trained:\n" +
+                      "\n".join(f"  {worker}: {reason}" for worker, reason in problems.items()),
+                      file=sys.stderr)
+                return 2
+            capabilities = {name: info.get("capability") for name, info in cuda.items()}
+            results = run_sweep(session.client, specs, overrides, fingerprints,
+                                runs_per_gpu=args.runs_per_gpu,
+                                environments=session.environments, gpu=session.gpu,
+                                capabilities=capabilities, progress=not args.no_progress)
+    except (cluster.ClusterWaitError, cluster.ClusterConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(summary_table(results))
     statuses = [status for _, status, _, _ in results]
     counts = {s: statuses.count(s) for s in ("ran", "done", "failed", "stale", "stopped")}
     print(f"{len(results)} runs: {counts['ran']} ran, {counts['done']} already finished, "
-          f"{counts['failed']} failed, {counts['stale']} stale (finished with other data or "
-          f"parameters), {counts['stopped']} stopped")
+          f"{counts['failed']} failed, {counts['stale']} stale (finished with other data, "
+          f"parameters, device or precision), {counts['stopped']} stopped")
     if args.stamp and (counts["ran"] or not Path(args.stamp).exists()):
         atomic_write_text(args.stamp, f"{time.time()}\n")
     if counts["stopped"]:
         return 130
     return 1 if counts["failed"] or counts["stale"] else 0
+
+
+def _parse_folds(text: str) -> list[int]:
+    try:
+        return [int(f) for f in text.split(",")]
+    except ValueError:
+        raise PlanError(f"--folds {text!r}: give fold numbers separated by commas, e.g. "
+                        f"--folds 0,1") from None
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ reference steps, and the image cache."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +169,36 @@ def test_cache_parallel_equals_serial(competition_dir, tmp_path):
                                  workers=2, progress=False)
     np.testing.assert_array_equal(serial["images"], parallel["images"])
     assert serial["fingerprint"] == parallel["fingerprint"]
+
+
+RENDER_AFTER_GO = """
+import sys, time
+from pathlib import Path
+from lib.dataset import load_competition
+from lib.images import build_image_cache
+data_dir, cache, go = sys.argv[1:]
+metadata = load_competition(data_dir).metadata
+while not Path(go).exists():
+    time.sleep(0.01)
+build_image_cache(metadata, cache, m_bins=64, t_bins=32, workers=1, progress=True)
+"""
+
+
+def test_runs_starting_together_render_a_fresh_cache_once(competition_dir, tmp_path):
+    """Two processes (two runs of a sweep) ask for the same fresh cache at the same moment:
+    one renders it (tqdm says "rendering images"), the other waits and reads its file."""
+    import subprocess
+    import sys
+
+    from lib.paths import REPO_ROOT
+
+    cache, go = tmp_path / "cache" / "images.npz", tmp_path / "go"
+    runs = [subprocess.Popen([sys.executable, "-c", RENDER_AFTER_GO, str(competition_dir),
+                              str(cache), str(go)], cwd=REPO_ROOT, stderr=subprocess.PIPE,
+                             text=True) for _ in range(2)]
+    time.sleep(3)  # both have imported and loaded the metadata, and wait for the signal
+    go.touch()
+    errors = [run.communicate(timeout=120)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], errors
+    assert sum("rendering images" in text for text in errors) == 1, errors
+    assert images.load_image_cache(cache)["images"].shape == (15, 64, 32)

@@ -189,7 +189,8 @@ def test_finished_runs_on_other_data_are_reported_not_reused(tmp_path, tiny_data
     changed_data = subprocess.run(sweep_command(plan, runs_dir, copy, cache_dir, "--folds", "0"),
                                   cwd=REPO_ROOT, capture_output=True, text=True)
     assert changed_data.returncode == 1
-    assert "1 stale (finished with other data or parameters)" in changed_data.stdout
+    assert "1 stale (finished with other data, parameters, device or precision)" in \
+        changed_data.stdout
     assert "finished on other data" in changed_data.stdout
     changed = subprocess.run(sweep_command(plan, runs_dir, data_dir, cache_dir, "--folds", "0",
                                            "-p", "epochs", "1"),
