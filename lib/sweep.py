@@ -631,9 +631,6 @@ def main(argv: list[str] | None = None) -> int:
     except (PlanError, cluster.ClusterConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    for key, missed in skipped.items():
-        print(f"note: -p {key} does not apply to {len(missed)} run(s) whose notebook has no "
-              f"such parameter: {', '.join(missed)}", file=sys.stderr)
 
     runs_root = project_path(args.runs_dir)
     data_dirs = [project_path(d or _notebook_default(specs[0].notebook, "data_dir"))
@@ -671,6 +668,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(results)} runs: {counts['ran']} ran, {counts['done']} already finished, "
           f"{counts['failed']} failed, {counts['stale']} stale (finished with other data, "
           f"parameters, device or precision), {counts['stopped']} stopped")
+    for key, missed in skipped.items():
+        print(f"note: -p {key} did not apply to {len(missed)} run(s) whose notebook has no "
+              f"such parameter: {', '.join(missed)}")
     if args.stamp and (counts["ran"] or not Path(args.stamp).exists()):
         atomic_write_text(args.stamp, f"{time.time()}\n")
     if counts["stopped"]:

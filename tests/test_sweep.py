@@ -74,6 +74,29 @@ def test_bad_plans_name_the_file_and_the_entry(tmp_path, runs, message):
         expand_plan(load_plan(path))
 
 
+def test_the_same_run_twice_in_a_plan_is_refused_naming_both_entries(tmp_path):
+    plan = write_plan(tmp_path, [("a", "test_efficientnet", 1), ("b", "x", 2),
+                                 ("a", "test_efficientnet.tag", 1)])
+    with pytest.raises(PlanError, match=r"runs 1 \(.*\) and 3 \(.*\) are the same run \(name "
+                       r"'tiny_a', backbone 'test_efficientnet', seed 1\): keep one"):
+        expand_plan(load_plan(plan), runs_dir=tmp_path / "runs")
+
+
+def test_overrides_of_a_mixed_plan_reach_the_runs_that_have_them(tmp_path, capsys):
+    """demo.yaml mixes 03_train and 03b: -p epochs 1 reaches the CNNs; the sweep says which
+    runs it did not reach; a key that no notebook of the plan has is still refused."""
+    specs = expand_plan(load_plan("params/plans/demo.yaml"), folds=[0],
+                        runs_dir=tmp_path / "runs")
+    skipped = check_parameters(specs, {"epochs": 1, "seed": 3})
+    assert skipped == {"epochs": ["features_lr/logistic/fold0_seed0"]}
+    cnn, features = specs[0], specs[2]
+    assert run_parameters(cnn, {"epochs": 1})["epochs"] == 1
+    assert "epochs" not in run_parameters(features, {"epochs": 1})
+    with pytest.raises(PlanError, match=r"'epoch' is not a parameter of notebooks/03_train.ipynb "
+                       r"or notebooks/03b_train_features.ipynb; did you mean 'epochs'\?"):
+        check_parameters(specs, {"epoch": 1})
+
+
 def test_misspelled_parameters_are_refused_before_anything_runs(tmp_path, capsys):
     plan = write_plan(tmp_path, [("a", "test_efficientnet", 1)])
     specs = expand_plan(load_plan(plan), runs_dir=tmp_path / "runs")
