@@ -183,6 +183,20 @@ def is_done(run_dir: Path) -> bool:
     return (Path(run_dir) / DONE).is_file()
 
 
+def notebook_finished(path: Path) -> bool:
+    """Whether a papermill-executed notebook was saved after its last cell: papermill marks
+    the notebook's end time and every cell "completed" only then. A notebook killed after the
+    cell that wrote DONE (its last cells "running" or "pending") is not finished; an
+    unreadable one neither."""
+    try:
+        notebook = json.loads(Path(path).read_text())
+        ended = notebook["metadata"]["papermill"].get("end_time")
+        statuses = [cell["metadata"]["papermill"]["status"] for cell in notebook["cells"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return bool(ended) and all(status == "completed" for status in statuses)
+
+
 def environment_info() -> dict:
     """Versions and the git commit, for reproducibility records."""
     import timm

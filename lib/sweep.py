@@ -47,7 +47,7 @@ import yaml
 
 from lib.files import atomic_write_text
 from lib.paths import REPO_ROOT, project_path
-from lib.runs import default_run_dir, is_done, read_metrics
+from lib.runs import DONE, default_run_dir, is_done, notebook_finished, read_metrics
 
 FAILED = "FAILED"
 STARTED = "attempts.txt"  # "start <time> worker <name>" and "end <time>" of every attempt
@@ -268,15 +268,19 @@ def execute_run(spec: RunSpec, overrides: dict, fingerprints: dict[str, str],
     """
     run_dir = spec.run_dir
     wanted = run_parameters(spec, overrides)
-    if is_done(run_dir):
+    if is_done(run_dir) and _notebook_kept(spec):
         _clear_scratch(run_dir)
         return _finished_status(run_dir, wanted, fingerprints, precision)
     run_dir.mkdir(parents=True, exist_ok=True)
     with _run_lock(run_dir, should_stop) as held:
         if not held:
             return "stopped", "stopped while another sweep held the run"
-        if is_done(run_dir):  # finished by the sweep that held the lock
-            return _finished_status(run_dir, wanted, fingerprints, precision)
+        if is_done(run_dir):
+            if _notebook_kept(spec):  # finished by the sweep that held the lock
+                return _finished_status(run_dir, wanted, fingerprints, precision)
+            # DONE beside an executed notebook that was never saved after its last cell: the
+            # attempt was killed as it finished, so the run is not trusted and trains again
+            (run_dir / DONE).unlink()
         return _train(spec, wanted, env or {}, should_stop)
 
 
@@ -325,6 +329,12 @@ def _train(spec: RunSpec, parameters: dict, env: dict[str, str | None], should_s
         with open(run_dir / STARTED, "a") as record:
             record.write(f"end {time.time()}\n")
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _notebook_kept(spec: RunSpec) -> bool:
+    """The run's executed notebook is complete, or absent (a run made outside a sweep)."""
+    executed = spec.run_dir / spec.notebook
+    return not executed.exists() or notebook_finished(executed)
 
 
 def _clear_scratch(run_dir: Path) -> None:

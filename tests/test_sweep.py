@@ -282,3 +282,31 @@ def test_runs_do_not_inherit_dasks_malloc_trim_setting(tmp_path, monkeypatch):
     env = _environment({"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "2"}, tmp_path)
     assert "MALLOC_TRIM_THRESHOLD_" not in env and env["OMP_NUM_THREADS"] == "2"
     assert env["TMPDIR"] == str(tmp_path) and env["PATH"] == os.environ["PATH"]
+
+
+def test_done_beside_an_unfinished_notebook_is_trained_again(tmp_path, tiny_data):
+    """A SIGTERM that lands after the cell writing DONE but before papermill saved the
+    notebook leaves DONE beside a notebook whose last cells are "running": not finished."""
+    import json
+
+    from lib.runs import notebook_finished
+
+    data_dir, cache_dir = tiny_data
+    plan = write_plan(tmp_path, [("a", "test_efficientnet", 1)])
+    runs_dir = tmp_path / "runs"
+    first = subprocess.run(sweep_command(plan, runs_dir, data_dir, cache_dir, "--folds", "0"),
+                           cwd=REPO_ROOT, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout + first.stderr
+    run_dir = expand_plan(load_plan(plan), folds=[0], runs_dir=runs_dir)[0].run_dir
+    executed = run_dir / "03_train.ipynb"
+    assert notebook_finished(executed)
+    notebook = json.loads(executed.read_text())
+    del notebook["metadata"]["papermill"]["end_time"]
+    notebook["cells"][-1]["metadata"]["papermill"]["status"] = "running"
+    executed.write_text(json.dumps(notebook))
+    assert not notebook_finished(executed) and is_done(run_dir)
+    again = subprocess.run(sweep_command(plan, runs_dir, data_dir, cache_dir, "--folds", "0"),
+                           cwd=REPO_ROOT, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 runs: 1 ran, 0 already finished" in again.stdout
+    assert notebook_finished(executed) and is_done(run_dir)
