@@ -265,8 +265,8 @@ def test_ctrl_c_stops_running_runs_and_cancels_queued_ones(tmp_path, tiny_data):
     assert process.returncode == 130, out
     assert "stopped by the user (Ctrl-C): left unfinished" in out
     assert "not started (the sweep was stopped)" in out
-    assert "0 ran, 0 already finished, 0 failed, 0 stale (finished with other data or " \
-           "parameters), 2 stopped" in out
+    assert "0 ran, 0 already finished, 0 failed, 0 stale (finished with other data, " \
+           "parameters, device or precision), 2 stopped" in out
     for spec in specs:
         assert not is_done(spec.run_dir) and not (spec.run_dir / FAILED).exists()
     assert not (specs[0].run_dir / ".tmp").exists()
