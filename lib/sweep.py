@@ -697,4 +697,8 @@ def _parse_folds(text: str) -> list[int]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as the module lib.sweep, not __main__: Dask then pickles the tasks' functions by
+    # reference, which a scheduler and workers started elsewhere (`dask scheduler`) can load
+    from lib import sweep
+
+    sys.exit(sweep.main())
