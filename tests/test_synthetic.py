@@ -382,3 +382,14 @@ def test_an_interrupted_generation_leaves_no_folder(tmp_path):
         process.kill()
         process.wait()
     assert not out.exists()
+
+
+def test_truth_reader_names_the_line_of_a_label_it_does_not_know(tiny, tmp_path):
+    """A misspelt label would make that label's scores vanish in 06; it is refused instead."""
+    lines = (tiny / "truth.csv").read_text().splitlines(keepends=True)
+    row = next(i for i, line in enumerate(lines) if ",label,hydrocarbon," in line)
+    lines[row] = lines[row].replace(",label,hydrocarbon,", ",label,Hydrocarbon,")
+    (tmp_path / "truth.csv").write_text("".join(lines))
+    with pytest.raises(ValueError, match=rf"truth.csv: line {row + 1}: label 'Hydrocarbon' is "
+                                         r"not a label .*; 1 such rows"):
+        read_truth(tmp_path)
