@@ -27,6 +27,9 @@ from lib.synthetic.samples import sample_table
 from lib.synthetic.simulate import simulate_run_with_truth
 from lib.synthetic.truth import TRUTH_COLUMNS, TRUTH_FILE
 
+MARKER = "synthetic.json"  # what the generator made this folder with (profile, seed, limit)
+MARKER_FORMAT = "mars-gcms synthetic folder v1"
+
 
 def _fixed_point_chars(values: np.ndarray, decimals: int) -> tuple[np.ndarray, np.ndarray]:
     """ASCII of non-negative numbers with a fixed number of decimals, one row per value.
@@ -145,11 +148,6 @@ def _write_truth(out: Path, parts: list[pd.DataFrame]) -> Path:
     return atomic_write_csv(truth[list(TRUTH_COLUMNS)], out / TRUTH_FILE, lineterminator="\n")
 
 
-MARKER = "synthetic.json"  # what the generator made this folder with (profile, seed, limit)
-MARKER_FORMAT = "mars-gcms synthetic folder v1"
-LEGACY_CHECKED_SAMPLES = 3  # runs simulated again to recognise a folder made before MARKER
-
-
 class FolderRefusedError(ValueError):
     """The output folder holds something the generator did not make (or made with other
     settings); it is left as it is. The message names the folder and says why."""
@@ -226,9 +224,8 @@ def generator_settings(folder: str | os.PathLike) -> dict | None:
 def _recognise_unmarked(folder: Path, profile: str, seed: int) -> dict | None:
     """The settings of a folder the generator made with ``profile`` and ``seed`` before MARKER
     existed, or None: its metadata.csv must list a prefix of that profile's samples with their
-    splits and derivatized flags, and the md5s of LEGACY_CHECKED_SAMPLES runs simulated again
-    (first, middle, last) must match metadata.csv's and the files'. The MARKER is written
-    then."""
+    splits and derivatized flags, and the md5s of three runs simulated again (first, middle,
+    last) must match metadata.csv's and the files'. The MARKER is written then."""
     try:
         metadata = pd.read_csv(folder / "metadata.csv", dtype=str, keep_default_na=False)
         columns = [metadata[c].tolist() for c in ("sample_id", "split", "derivatized",
@@ -242,8 +239,7 @@ def _recognise_unmarked(folder: Path, profile: str, seed: int) -> dict | None:
     if len(metadata) == 0 or columns[:3] != expected:
         return None
     tasks = _tasks(folder, table, prof, seed)
-    picks = sorted({0, len(tasks) // 2, len(tasks) - 1})[:LEGACY_CHECKED_SAMPLES]
-    for i in picks:
+    for i in sorted({0, len(tasks) // 2, len(tasks) - 1}):
         simulated, path = _check_sample(tasks[i])[0], Path(tasks[i][0])
         if simulated != columns[3][i] or not path.is_file() or _file_md5(path) != simulated:
             return None
