@@ -199,17 +199,30 @@ def verify_md5(metadata: pd.DataFrame, *, workers: int | None = None) -> None:
 
 
 class Repairs(NamedTuple):
-    """What read_sample changed in a sample: NaN intensities and negative intensities, each
-    set to 0 (rows kept)."""
+    """What read_sample found to repair in a sample: NaN intensities and negative intensities,
+    each set to 0 (rows kept), and duplicate rows, whose (time, mass) an earlier row already has
+    (kept: the image sums them into one cell, as the reference's group-by sum does)."""
 
     nan: int
     negative: int
+    duplicate: int = 0
+
+
+def duplicated_rows(time: np.ndarray, mass: np.ndarray) -> int:
+    """How many rows repeat the exact (time, mass) of an earlier row. time, mass: (rows,).
+    A run in scan order (time non-decreasing, mass non-decreasing within a scan) is counted in
+    one pass; any other order through pandas' hashing."""
+    time_step, mass_step = np.diff(time), np.diff(mass)
+    if (time_step >= 0).all() and ((mass_step >= 0) | (time_step > 0)).all():
+        return int(np.count_nonzero((time_step == 0) & (mass_step == 0)))
+    return int(pd.DataFrame({"time": time, "mass": mass}).duplicated().sum())
 
 
 def read_sample(path: str | Path) -> tuple[pd.DataFrame, Repairs]:
     """One sample CSV -> (frame with float64 columns time, mass, intensity; Repairs: the
-    number of NaN intensities, set to 0 as in the reference, and of negative intensities,
-    clipped to 0 so that they cannot cancel signal in a cell).
+    number of NaN intensities, set to 0 as in the reference, of negative intensities,
+    clipped to 0 so that they cannot cancel signal in a cell, and of duplicate (time, mass)
+    rows, kept and summed like any rows of one cell, as in the reference).
 
     DataError if the file is empty, lacks a column, holds a non-numeric value or a missing
     time or mass.
@@ -241,7 +254,8 @@ def read_sample(path: str | Path) -> tuple[pd.DataFrame, Repairs]:
             raise DataError(f"{path}: infinite {name} values")
         columns[name] = values
     intensity = columns["intensity"]
-    repairs = Repairs(nan=int(np.isnan(intensity).sum()), negative=int((intensity < 0).sum()))
+    repairs = Repairs(nan=int(np.isnan(intensity).sum()), negative=int((intensity < 0).sum()),
+                      duplicate=duplicated_rows(columns["time"], columns["mass"]))
     columns["intensity"] = np.clip(np.nan_to_num(intensity, nan=0.0), 0.0, None)
     return pd.DataFrame(columns), repairs
 

@@ -19,6 +19,7 @@ region of the same rows and time spans, placed at random, gets; and the top-5 m/
 from __future__ import annotations
 
 import difflib
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from pytorch_grad_cam import GradCAM, HiResCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+from lib.files import atomic_write_text
 from lib.inference import load_run_model
 from lib.models import GcmsNet, add_positional_channels, resize_time, tta_widths
 from lib.runs import CHECKPOINT, FOLD_DIR, is_done, model_key
@@ -42,6 +44,38 @@ CAM_METHODS = {"gradcam": GradCAM, "hirescam": HiResCAM}
 # resolves single m/z rows, the CAM's coarse last feature map does not)
 SCORE_KEYS = ("gradcam_share", "occlusion_share", "chance_share", "occlusion_chance_share",
               "top5_hit_rate", "gradcam_top5_hit_rate")
+
+SCORES_FILE = "explain_scores.json"  # beside the ensemble's submission.csv
+METHODS = ("gradcam", "occlusion")
+
+
+def check_settings(n_samples: int, methods: Sequence[str], cam_method: str) -> None:
+    """ValueError naming the setting (06's parameter of that name) when it cannot be used:
+    n_samples, the positive OOF samples per label and model, below 1; methods empty or not
+    among METHODS; cam_method not a key of CAM_METHODS."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) \
+            or n_samples < 1:
+        raise ValueError(f"n_samples (positive out-of-fold samples per label and model) must be "
+                         f"an integer of at least 1, got {n_samples!r}")
+    if not methods or not set(methods) <= set(METHODS):
+        raise ValueError(f"methods must be one or more of {list(METHODS)}, got {list(methods)}")
+    if cam_method not in CAM_METHODS:
+        raise ValueError(f"cam_method must be one of {sorted(CAM_METHODS)}, got {cam_method!r}")
+
+
+def save_scores(output_dir: str | Path, scores: dict[str, dict[str, float]], why_none: str
+                ) -> str:
+    """Write ``scores`` (summarize_scores) to output_dir/SCORES_FILE atomically; with no
+    scores, remove the file an earlier execution left there, so that it cannot pass for this
+    one's. why_none: why there are no scores (said in the returned line). Returns one line
+    saying what was done."""
+    path = Path(output_dir) / SCORES_FILE
+    if scores:
+        return f"wrote {atomic_write_text(path, json.dumps(scores, indent=2))}"
+    if path.is_file():
+        path.unlink()
+        return f"no scores ({why_none}): removed {path}, which an earlier execution wrote"
+    return f"no scores ({why_none}): {path} not written"
 
 
 class TargetLayerError(ValueError):
@@ -396,8 +430,10 @@ def explain_model(name: str, fold_runs: dict[int, Path], cache: dict[str, np.nda
     ``band`` rows; with coarse > band, a first pass over bands of ``coarse`` rows and the
     best bands of the labels a sample was picked for refined, see occlusion_drops). A run
     that cannot be loaded, a target layer that cannot be found and a label without a positive
-    OOF sample are named in ``problems``; the rest goes on.
+    OOF sample are named in ``problems``; the rest goes on. ValueError for settings that
+    cannot be used (check_settings).
     """
+    check_settings(n_per_label, methods, cam_method)
     started = time.perf_counter()
     device = torch.device(device)
     result = ModelExplanation(name)

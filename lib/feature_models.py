@@ -11,6 +11,7 @@ coefficients) saved as JSON, so loading it never unpickles anything.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +21,9 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from lib.ensemble import to_logits
-from lib.features import FEATURE_KINDS
+from lib.features import FEATURE_KINDS, n_features
 from lib.files import atomic_write_text
-from lib.schema import N_LABELS
+from lib.schema import LABELS, N_LABELS
 
 LEARNERS = ("lightgbm", "logistic")
 FEATURE_MODEL = "feature_model.json"  # the model file of a feature run's folder
@@ -158,19 +159,128 @@ def predict_feature_logits(model: FeatureModel, features: np.ndarray) -> np.ndar
 
 def save_feature_model(path: str | Path, model: FeatureModel) -> Path:
     """The model as one JSON file (atomically); read it back with load_feature_model."""
-    payload = dict(format=FORMAT, learner=model.learner, config=model.config,
+    payload = dict(format=FORMAT, learner=model.learner, labels=list(LABELS), config=model.config,
                    center=None if model.center is None else model.center.tolist(),
                    scale=None if model.scale is None else model.scale.tolist(),
                    per_label=model.per_label)
     return atomic_write_text(path, json.dumps(payload))
 
 
+class ModelFileError(ValueError):
+    """A feature model file that cannot be used: missing, not JSON, or not a consistent model
+    (schema, shapes, labels). The message names the file and the problem."""
+
+
 def load_feature_model(path: str | Path) -> FeatureModel:
-    """A FeatureModel written by save_feature_model."""
-    payload = json.loads(Path(path).read_text())
-    if payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a feature model file ({FORMAT})")
-    center, scale = (None if payload[key] is None else np.asarray(payload[key])
+    """A FeatureModel written by save_feature_model, checked before use (check_model_payload):
+    ModelFileError naming the file when it is missing, truncated or inconsistent."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: feature model file not found") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ModelFileError(f"{path}: not readable as JSON ({error}); the file is truncated "
+                             f"or damaged: train the run again") from None
+    problem = check_model_payload(payload)
+    if problem:
+        raise ModelFileError(f"{path}: {problem}; the file is damaged or from elsewhere: "
+                             f"train the run again")
+    center, scale = (None if payload[key] is None else np.asarray(payload[key], dtype=float)
                      for key in ("center", "scale"))
     return FeatureModel(payload["learner"], payload["config"], payload["per_label"], center,
                         scale)
+
+
+def check_model_payload(payload) -> str | None:
+    """What is wrong with a decoded model file, or None. Checked: the format; the learner (one
+    of LEARNERS, the config's if it names one); one entry per label (9, and the labels LABELS
+    when the file lists them), each of the learner's kind ({"constant"} or {"coef",
+    "intercept"} / {"lightgbm"}) with finite numbers; F, the number of features, is the same
+    for the coefficients, the standardisation (center, scale > 0; logistic only), LightGBM's
+    max_feature_idx + 1, the config's feature_names and what its features / m_bins / n_bands
+    give (lib.features.n_features)."""
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        return f"not a feature model file ({FORMAT})"
+    missing = [k for k in ("learner", "config", "per_label", "center", "scale")
+               if k not in payload]
+    if missing:
+        return f"keys {missing} missing"
+    learner, config, per_label = payload["learner"], payload["config"], payload["per_label"]
+    if learner not in LEARNERS:
+        return f"learner {learner!r} is not one of {LEARNERS}"
+    if not isinstance(config, dict):
+        return "config is not a mapping"
+    if "learner" in config and config["learner"] != learner:
+        return f"learner {learner!r} differs from the config's {config['learner']!r}"
+    if payload.get("labels", list(LABELS)) != list(LABELS):
+        return f"labels {payload['labels']} are not {list(LABELS)}"
+    if not isinstance(per_label, list) or len(per_label) != N_LABELS:
+        return (f"per_label has {len(per_label) if isinstance(per_label, list) else 'no'} "
+                f"entries, expected one per label ({N_LABELS})")
+    widths = {}  # where a feature count comes from -> F
+    for label, entry in zip(LABELS, per_label):
+        kind = _entry_problem(entry, learner)
+        if kind:
+            return f"per_label entry of {label}: {kind}"
+        if "coef" in entry:
+            widths[f"{label}'s coefficients"] = len(entry["coef"])
+        if "lightgbm" in entry:
+            widths[f"{label}'s LightGBM model"] = _lightgbm_width(entry["lightgbm"])
+    for key in ("center", "scale"):
+        values = payload[key]
+        if learner == "lightgbm":
+            if values is not None:
+                return f"{key} is given, but a LightGBM model uses raw features"
+            continue
+        if not _finite_numbers(values) or (key == "scale" and min(values, default=1) <= 0):
+            return f"{key} is not a list of finite numbers" + (" > 0" if key == "scale" else "")
+        widths[key] = len(values)
+    if isinstance(config.get("feature_names"), list):
+        widths["config's feature_names"] = len(config["feature_names"])
+    kind, m_bins, n_bands = (config.get(k) for k in ("features", "m_bins", "n_bands"))
+    if kind is not None or m_bins is not None:
+        try:
+            widths[f"features {kind!r} of {m_bins} masses x {n_bands} bands"] = n_features(
+                kind, int(m_bins), int(n_bands))
+        except (TypeError, ValueError) as error:
+            return f"config's features, m_bins, n_bands ({kind!r}, {m_bins!r}, {n_bands!r}) " \
+                   f"do not describe features: {error}"
+    if len(set(widths.values())) > 1:
+        first_of = {}  # one source per distinct count
+        for source, width in widths.items():
+            first_of.setdefault(width, source)
+        return "feature counts differ: " + ", ".join(f"{k} {v}" for v, k in first_of.items())
+    return None
+
+
+def _entry_problem(entry, learner: str) -> str | None:
+    """What is wrong with one per_label entry of a ``learner`` model, or None."""
+    if not isinstance(entry, dict):
+        return "not a mapping"
+    if set(entry) == {"constant"}:
+        return None if _finite_numbers([entry["constant"]]) else "constant is not a finite number"
+    if learner == "logistic":
+        if set(entry) != {"coef", "intercept"}:
+            return f"keys {sorted(entry)}, expected constant or coef + intercept (logistic)"
+        if not (_finite_numbers(entry["coef"]) and _finite_numbers([entry["intercept"]])):
+            return "coef or intercept is not finite numbers"
+        return None
+    if set(entry) != {"lightgbm"} or not isinstance(entry["lightgbm"], str):
+        return f"keys {sorted(entry)}, expected constant or lightgbm (a model text)"
+    if _lightgbm_width(entry["lightgbm"]) is None:
+        return "the LightGBM model text has no max_feature_idx line"
+    return None
+
+
+def _lightgbm_width(model_text: str) -> int | None:
+    """The number of features a LightGBM text model was trained on (max_feature_idx + 1)."""
+    found = re.search(r"^max_feature_idx=(\d+)$", model_text[:4096], flags=re.MULTILINE)
+    return int(found.group(1)) + 1 if found else None
+
+
+def _finite_numbers(values) -> bool:
+    """True for a list of finite int/float values (bool excluded)."""
+    return isinstance(values, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+        for v in values)

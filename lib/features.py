@@ -12,6 +12,15 @@ import numpy as np
 FEATURE_KINDS = ("bands", "benchmark")
 
 
+def n_features(kind: str, m_bins: int, n_bands: int) -> int:
+    """How many features image_features gives for images of ``m_bins`` masses: F of its
+    (N, F) output, the derivatized flag included."""
+    if kind not in FEATURE_KINDS:
+        raise ValueError(f"kind must be one of {FEATURE_KINDS}, got {kind!r}")
+    per_mass = n_bands if kind == "benchmark" else 2 * n_bands + 1
+    return m_bins * per_mass + 1
+
+
 def image_features(images: np.ndarray, derivatized: np.ndarray, *, kind: str = "bands",
                    n_bands: int = 4) -> tuple[np.ndarray, list[str]]:
     """Per sample and integer m/z, statistics over time of the cached image, plus the

@@ -122,13 +122,14 @@ class CheckpointError(RuntimeError):
     """A checkpoint file cannot be read; the message names the file."""
 
 
-def load_checkpoint(path: Path) -> tuple[dict, dict]:
+def load_checkpoint(path: Path, *, mmap: bool = False) -> tuple[dict, dict]:
     """(state_dict, config) of a checkpoint written by save_checkpoint; CheckpointError naming
-    the file if it is missing, truncated or not one of ours."""
+    the file if it is missing, truncated or not one of ours. ``mmap``: the tensors are mapped,
+    not read (a cheap check that the file loads)."""
     import torch
 
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         return payload["model"], payload["config"]
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint not found") from None
@@ -236,8 +237,9 @@ def collect_models(run_dirs: list[Path], folds: pd.DataFrame, test_ids: list[str
     folds: sample_id, fold of every train sample (the OOF predictions must cover each fold
     exactly); test_ids: the val + test ids every run must predict; fingerprint: the
     data_fingerprint of the data being ensembled (every fold must have seen that data). A model
-    with a missing, unfinished, mismatching or other-data fold is left out and reported in
-    ``problems`` with the fold and the file, never silently.
+    with a missing, unfinished, mismatching or other-data fold, or one whose model file does
+    not load (check_model_file), is left out and reported in ``problems`` with the fold and
+    the file, never silently.
     """
     by_model: dict[str, dict[int, Path]] = {}
     for run_dir in run_dirs:
@@ -279,6 +281,10 @@ def _assemble_model(fold_dirs: dict[int, Path], fold_ids: dict[int, set], train_
             if seen != fingerprint:
                 raise ValueError(f"fold {k}: trained on other data ({fold_dirs[k] / METRICS} "
                                  f"has data fingerprint {seen}, this data is {fingerprint})")
+        try:
+            check_model_file(fold_dirs[k])
+        except (ValueError, CheckpointError) as error:
+            raise ValueError(f"fold {k}: {error}") from None
         oof = read_logits(fold_dirs[k] / OOF_LOGITS)
         if set(oof.index) != fold_ids[k] or len(oof) != len(fold_ids[k]):
             raise ValueError(f"fold {k}: {fold_dirs[k] / OOF_LOGITS}: its sample ids differ "
@@ -294,6 +300,25 @@ def _assemble_model(fold_dirs: dict[int, Path], fold_ids: dict[int, set], train_
         test_probs.append(sigmoid(test.loc[test_ids].to_numpy(dtype=np.float64)))
     oof_logits = pd.concat(oof_parts).loc[train_ids].to_numpy(dtype=np.float64)
     return sigmoid(oof_logits), np.mean(test_probs, axis=0)
+
+
+def check_model_file(run_dir: Path) -> None:
+    """Check that a finished run's model loads, as 04_predict would load it: its
+    feature_model.json through lib.feature_models.load_feature_model (ModelFileError, a
+    ValueError), else its checkpoint.pt through load_checkpoint, memory-mapped so that the
+    tensors are not read (CheckpointError for a missing, truncated or foreign file; damage
+    inside a tensor's bytes is found only when the weights are used). ValueError when the
+    folder holds neither."""
+    from lib.feature_models import FEATURE_MODEL, load_feature_model  # LightGBM where needed
+
+    run_dir = Path(run_dir)
+    if (run_dir / FEATURE_MODEL).is_file():
+        load_feature_model(run_dir / FEATURE_MODEL)
+    elif (run_dir / CHECKPOINT).is_file():
+        load_checkpoint(run_dir / CHECKPOINT, mmap=True)
+    else:
+        raise ValueError(f"{run_dir}: no model file ({CHECKPOINT} or {FEATURE_MODEL}): 04 "
+                         f"could not predict with it")
 
 
 def _sibling(fold_dirs: dict[int, Path], fold: int) -> Path:

@@ -153,8 +153,20 @@ def test_prediction_samples_from_competition_and_plain_folders(competition_dir, 
 def test_negative_intensities_are_clipped_and_counted(tmp_path):
     path = sample_csv(tmp_path, "time,mass,intensity\n0.1,12.0,-3\n0.2,13.0,5\n0.3,14.0,-0.5\n")
     frame, repairs = read_sample(path)
-    assert repairs == (0, 2)
+    assert repairs == (0, 2, 0)
     assert frame["intensity"].tolist() == [0.0, 5.0, 0.0]
+
+
+@pytest.mark.parametrize("order", ["scan order", "shuffled"])
+def test_duplicate_rows_are_counted_and_kept(tmp_path, order):
+    """A repeated (time, mass) is summed into its cell like the reference, and counted."""
+    rows = ["0.1,12.0,5", "0.1,13.0,6", "0.1,13.0,7", "0.2,12.0,1", "0.2,12.0,1", "0.2,12.0,2",
+            "0.2,13.0,4", "0.3,12.0,8"]
+    if order == "shuffled":
+        rows = [rows[i] for i in (5, 0, 7, 2, 4, 1, 6, 3)]
+    frame, repairs = read_sample(sample_csv(tmp_path, "time,mass,intensity\n" + "\n".join(rows)))
+    assert repairs == (0, 0, 3) and repairs.duplicate == 3
+    assert len(frame) == 8
 
 
 def test_image_cache_counts_negative_intensities(competition_dir, tmp_path):

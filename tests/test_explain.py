@@ -225,6 +225,44 @@ def test_explain_model_reports_a_target_layer_that_is_not_there(tmp_path, tiny_c
     assert not result.cams and len(result.drops) == 1  # occlusion still ran
 
 
+@pytest.mark.parametrize("settings, message", [
+    (dict(n_samples=0), "n_samples .* must be an integer of at least 1, got 0"),
+    (dict(n_samples=-2), "got -2"),
+    (dict(methods=["occlusions"]), r"methods must be one or more of \['gradcam', 'occlusion'\]"),
+    (dict(methods=[]), "methods must be one or more"),
+    (dict(cam_method="scorecam"), "cam_method must be one of"),
+])
+def test_settings_that_cannot_be_used_are_refused(tmp_path, tiny_cache, settings, message):
+    chosen = dict(n_samples=2, methods=["gradcam", "occlusion"], cam_method="gradcam") | settings
+    with pytest.raises(ValueError, match=message):
+        explain.check_settings(**chosen)
+    cache, labels, folds = tiny_cache
+    with pytest.raises(ValueError, match=message):  # not an empty explanation
+        explain.explain_model("demo/m/seed0", {0: _run_folder(tmp_path, 0)}, cache, labels,
+                              folds, n_per_label=chosen["n_samples"], methods=chosen["methods"],
+                              cam_method=chosen["cam_method"])
+
+
+def test_no_scores_remove_an_earlier_scores_file(tmp_path):
+    scores = {"aromatic": {"top5_hit_rate": 0.5}}
+    path = tmp_path / "explain_scores.json"
+    assert explain.save_scores(tmp_path, scores, "unused") == f"wrote {path}"
+    assert json.loads((tmp_path / "explain_scores.json").read_text()) == scores
+    said = explain.save_scores(tmp_path, {}, "no truth.csv in the data folder")
+    assert said == (f"no scores (no truth.csv in the data folder): removed "
+                    f"{tmp_path / 'explain_scores.json'}, which an earlier execution wrote")
+    assert not (tmp_path / "explain_scores.json").exists()
+    assert "not written" in explain.save_scores(tmp_path, {}, "no truth.csv")
+
+
+def test_explain_notebook_refuses_n_samples_0_before_any_work(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError, match="n_samples .* at least 1, got 0"):
+        pm.execute_notebook(str(REPO_ROOT / "notebooks/06_explain.ipynb"),
+                            str(tmp_path / "06.ipynb"),
+                            parameters=dict(n_samples=0, data_dir=str(tmp_path / "none")),
+                            kernel_name="python3", progress_bar=False)
+
+
 # ---- notebook 06 -----------------------------------------------------------------------------
 
 TINY_RUN = dict(backbone="test_efficientnet", m_bins=64, t_bins=96, tta_offsets=[-32, 0, 32],

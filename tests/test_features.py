@@ -19,13 +19,14 @@ from sklearn.linear_model import LogisticRegression
 from lib.feature_models import (
     FEATURE_MODEL,
     FeatureSettings,
+    ModelFileError,
     fit_feature_model,
     load_feature_model,
     log_features,
     predict_feature_logits,
     save_feature_model,
 )
-from lib.features import image_features
+from lib.features import image_features, n_features
 from lib.paths import REPO_ROOT
 from lib.runs import is_done, read_logits, read_metrics
 from lib.schema import LABELS, N_LABELS
@@ -158,6 +159,77 @@ def test_settings_and_inputs_are_checked(tmp_path):
     (tmp_path / "other.json").write_text("{}")
     with pytest.raises(ValueError, match="not a feature model file"):
         load_feature_model(tmp_path / "other.json")
+
+
+def saved_model(tmp_path, learner: str) -> tuple[dict, np.ndarray]:
+    """A model fitted on the features of random (8 masses x 12 times) images, as its decoded
+    file, and those features (40, F)."""
+    rng = np.random.default_rng(0)
+    images, flags = rng.random((40, 8, 12)), rng.integers(0, 2, 40)
+    features, names = image_features(images, flags, kind="bands", n_bands=2)
+    labels = (rng.random((40, N_LABELS)) < 0.4).astype(int)
+    config = dict(learner=learner, features="bands", n_bands=2, m_bins=8, t_bins=12,
+                  feature_names=names)
+    model = fit_feature_model(features, labels, FeatureSettings(
+        learner=learner, n_estimators=3, min_data_in_leaf=3, threads=1), seed=0, config=config)
+    path = save_feature_model(tmp_path / FEATURE_MODEL, model)
+    return json.loads(path.read_text()), features
+
+
+def test_n_features_is_what_image_features_gives():
+    images = np.zeros((2, 7, 10))
+    for kind in ("bands", "benchmark"):
+        assert image_features(images, [0, 1], kind=kind, n_bands=3)[0].shape[1] == n_features(
+            kind, 7, 3)
+
+
+LOGISTIC_DAMAGE = {
+    "one label short": (lambda p: {**p, "per_label": p["per_label"][:8]},
+                        r"per_label has 8 entries, expected one per label \(9\)"),
+    "learner edited": (lambda p: {**p, "learner": "lightgbm"},
+                       "learner 'lightgbm' differs from the config's 'logistic'"),
+    "learner edited everywhere": (
+        lambda p: {**p, "learner": "lightgbm", "config": {**p["config"], "learner": "lightgbm"}},
+        r"per_label entry of aromatic: keys \['coef', 'intercept'\], expected constant or "
+        "lightgbm"),
+    "n_bands edited": (lambda p: {**p, "config": {**p["config"], "n_bands": 3}},
+                       "feature counts differ: aromatic's coefficients 41, features 'bands' of 8 "
+                       "masses x 3 bands 57"),
+    "features edited": (lambda p: {**p, "config": {**p["config"], "features": "benchmark"}},
+                        "feature counts differ"),
+    "scale shortened": (lambda p: {**p, "scale": p["scale"][:-1]}, "feature counts differ"),
+    "zero scale": (lambda p: {**p, "scale": [0.0] * len(p["scale"])},
+                   "scale is not a list of finite numbers > 0"),
+    "labels reordered": (lambda p: {**p, "labels": p["labels"][::-1]}, "labels .* are not"),
+    "not a model": (lambda p: [p], "not a feature model file"),
+}
+
+
+@pytest.mark.parametrize("damage", LOGISTIC_DAMAGE)
+def test_a_damaged_model_file_is_refused_naming_the_file(tmp_path, damage):
+    payload, features = saved_model(tmp_path, "logistic")
+    edit, message = LOGISTIC_DAMAGE[damage]
+    path = tmp_path / FEATURE_MODEL
+    path.write_text(json.dumps(edit(payload)))
+    with pytest.raises(ModelFileError, match=f"{path}: {message}"):
+        load_feature_model(path)
+
+
+def test_a_truncated_missing_or_edited_lightgbm_file_is_refused(tmp_path):
+    payload, features = saved_model(tmp_path, "lightgbm")
+    path = tmp_path / FEATURE_MODEL
+    text = path.read_text()
+    assert load_feature_model(path).learner == "lightgbm"
+    path.write_text(text[:len(text) // 2])
+    with pytest.raises(ModelFileError, match=f"{path}: not readable as JSON .* truncated"):
+        load_feature_model(path)
+    path.write_text(json.dumps({**payload, "config": {**payload["config"], "m_bins": 9}}))
+    with pytest.raises(ModelFileError, match="aromatic's LightGBM model 41, features 'bands' "
+                                             "of 9 masses"):
+        load_feature_model(path)
+    path.unlink()
+    with pytest.raises(ModelFileError, match=f"{path}: feature model file not found"):
+        load_feature_model(path)
 
 
 # ---- the notebook, end to end ----------------------------------------------------------------

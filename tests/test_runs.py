@@ -71,7 +71,8 @@ def test_model_key_groups_folds():
 
 
 def fake_model_runs(root, name, folds, test_ids, rng, *, order=None, skip_done=()):
-    """Run folders of one model with random logits; returns the true OOF logits by id."""
+    """Run folders of one model with random logits and a small checkpoint; returns the true
+    OOF logits by id."""
     truth = {}
     for k in order or sorted(folds["fold"].unique()):
         run_dir = root / name / "net" / f"fold{k}_seed0"
@@ -83,6 +84,7 @@ def fake_model_runs(root, name, folds, test_ids, rng, *, order=None, skip_done=(
         runs.write_predictions(run_dir, runs.label_frame(ids[::-1], logits[::-1]),
                                runs.label_frame(np.array(test_ids)[shuffled],
                                                 np.full((len(test_ids), 9), float(k))))
+        runs.save_checkpoint(run_dir / runs.CHECKPOINT, {"w": torch.zeros(2)}, {"fold": int(k)})
         if k not in skip_done:
             runs.mark_done(run_dir)
     return truth
@@ -157,6 +159,30 @@ def test_collect_models_leaves_out_runs_trained_on_other_data(tmp_path):
     assert "unrecorded/net/seed0: left out: fold 0: trained on other data" in problems
     # without a fingerprint to compare with, nothing is checked
     assert len(runs.collect_models(run_dirs, folds, test_ids).names) == 3
+
+
+def test_collect_models_leaves_out_models_whose_model_file_does_not_load(tmp_path):
+    """04 could not predict with these models, so the ensemble must not choose them."""
+    rng = np.random.default_rng(3)
+    folds, test_ids = folds_table(), ["S0100", "S0101"]
+    for name in ("good", "truncated", "deleted", "feature"):
+        fake_model_runs(tmp_path, name, folds, test_ids, rng)
+    fold = {name: tmp_path / name / "net" / "fold1_seed0"
+            for name in ("truncated", "deleted", "feature")}
+    checkpoint = fold["truncated"] / runs.CHECKPOINT
+    checkpoint.write_bytes(checkpoint.read_bytes()[:200])
+    (fold["deleted"] / runs.CHECKPOINT).unlink()
+    (fold["feature"] / runs.CHECKPOINT).unlink()
+    (fold["feature"] / "feature_model.json").write_text('{"format": "mars-gcms feature mo')
+    collected = runs.collect_models(sorted(tmp_path.glob("*/net/fold*")), folds, test_ids)
+    assert collected.names == ["good/net/seed0"]
+    problems = "\n".join(collected.problems)
+    assert (f"truncated/net/seed0: left out: fold 1: {checkpoint}: cannot load the "
+            f"checkpoint") in problems
+    assert (f"deleted/net/seed0: left out: fold 1: {fold['deleted']}: no model file "
+            f"(checkpoint.pt or feature_model.json)") in problems
+    assert (f"feature/net/seed0: left out: fold 1: {fold['feature'] / 'feature_model.json'}: "
+            f"not readable as JSON") in problems
 
 
 def test_data_fingerprint_follows_the_data_not_its_path(competition_dir, tmp_path):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +19,12 @@ from lib.synthetic import (
     PROFILES,
     ROLES,
     TRUTH_COLUMNS,
+    FolderRefusedError,
     draw_labels,
     expected_prevalence,
     format_run_csv,
     generate,
+    generator_settings,
     main,
     read_truth,
     simulate_run,
@@ -286,4 +291,105 @@ def test_truth_only_rebuilds_the_same_file_and_refuses_another_seed(tiny, tmp_pa
 def test_truth_reader_names_the_file_with_wrong_columns(tmp_path):
     (tmp_path / "truth.csv").write_text("sample_id,mz\nS0000,57\n")
     with pytest.raises(ValueError, match="truth.csv: expected columns"):
+        read_truth(tmp_path)
+
+
+# ---- the output folder: whole or absent, never over what the generator did not make ---------
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> bytes)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def foreign(tiny, tmp_path) -> Path:
+    """A competition-format folder the generator did not write: tiny's files, one run edited
+    (as a real folder would differ), plus the user's notes."""
+    folder = tmp_path / "real"
+    for path, data in _snapshot(tiny).items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(data)
+    (folder / "synthetic.json").unlink(missing_ok=True)
+    (folder / "train_features" / "S0000.csv").write_text("time,mass,intensity\n0.1,50.0,7\n")
+    (folder / "notes.txt").write_text("mine\n")
+    return folder
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seed", "-1"], "seed must be a non-negative integer"),
+    (["--profile", "huge"], "invalid choice: 'huge'"),
+    (["--limit", "-3"], "limit must be 0 or more"),
+    (["--workers", "0"], "workers must be at least 1"),
+])
+def test_bad_settings_exit_2_before_touching_the_folder(foreign, capsys, flags, message):
+    before = _snapshot(foreign)
+    with pytest.raises(SystemExit) as exited:
+        main([str(foreign), "--profile", "tiny", *flags])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+    assert _snapshot(foreign) == before
+
+
+def test_a_folder_it_did_not_make_is_refused_and_left_alone(foreign, capsys):
+    before = _snapshot(foreign)
+    with pytest.raises(FolderRefusedError, match="real: not written: .*--force"):
+        generate(foreign, "tiny", seed=0)
+    with pytest.raises(SystemExit) as exited:
+        main([str(foreign), "--profile", "tiny"])
+    assert exited.value.code == 1 and "pass --force" in capsys.readouterr().err
+    assert _snapshot(foreign) == before
+    # --force replaces the whole folder with a complete synthetic one
+    main([str(foreign), "--profile", "tiny", "--force"])
+    assert not (foreign / "notes.txt").exists()
+    assert _md5s(foreign) == _md5s(generate(foreign.parent / "fresh", "tiny", seed=0))
+    assert [p.name for p in foreign.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_its_own_folder_is_reused_and_other_settings_are_refused(tiny, capsys):
+    before = _snapshot(tiny)
+    assert generator_settings(tiny) == {"format": "mars-gcms synthetic folder v1",
+                                        "profile": "tiny", "seed": 0, "limit": None}
+    main([str(tiny), "--profile", "tiny", "--seed", "0"])
+    assert "kept (made earlier with these settings)" in capsys.readouterr().out
+    for other in (dict(seed=1), dict(seed=0, limit=3), dict(profile="small")):
+        with pytest.raises(FolderRefusedError, match="the generator made it with profile tiny"):
+            generate(tiny, **{"profile": "tiny", **other})
+    assert _snapshot(tiny) == before
+
+
+def test_a_folder_made_before_the_marker_is_recognised_by_its_runs(tiny, tmp_path):
+    folder = generate(tmp_path / "old", "tiny", seed=0, limit=5)
+    (folder / "synthetic.json").unlink()
+    with pytest.raises(FolderRefusedError, match="no synthetic.json, and no metadata.csv"):
+        generate(folder, "tiny", seed=1, limit=5)
+    assert not (folder / "synthetic.json").exists()
+    generate(folder, "tiny", seed=0, limit=5)  # recognised: kept, and marked
+    assert generator_settings(folder)["limit"] == 5
+
+
+def test_an_interrupted_generation_leaves_no_folder(tmp_path):
+    """Killed while writing runs: the output folder does not exist (the work in progress is a
+    hidden sibling), so nothing can mistake a partial folder for data."""
+    out = tmp_path / "data"
+    process = subprocess.Popen([sys.executable, "-m", "lib.synthetic", str(out), "--profile",
+                                "small", "--limit", "60"], cwd=Path(__file__).parents[1])
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".data.*/train_features/*.csv")):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+    assert not out.exists()
+
+
+def test_truth_reader_names_the_line_of_a_label_it_does_not_know(tiny, tmp_path):
+    """A misspelt label would make that label's scores vanish in 06; it is refused instead."""
+    lines = (tiny / "truth.csv").read_text().splitlines(keepends=True)
+    row = next(i for i, line in enumerate(lines) if ",label,hydrocarbon," in line)
+    lines[row] = lines[row].replace(",label,hydrocarbon,", ",label,Hydrocarbon,")
+    (tmp_path / "truth.csv").write_text("".join(lines))
+    with pytest.raises(ValueError, match=rf"truth.csv: line {row + 1}: label 'Hydrocarbon' is "
+                                         r"not a label .*; 1 such rows"):
         read_truth(tmp_path)

@@ -18,7 +18,15 @@ Parts: ``profiles`` (folder sizes), ``samples`` (labels, derivatization, materia
 Usage: ``python -m lib.synthetic OUT_DIR --profile small --seed 0 [--limit N]``.
 """
 
-from lib.synthetic.folder import format_run_csv, generate, main, write_truth
+from lib.synthetic.folder import (
+    MARKER,
+    FolderRefusedError,
+    format_run_csv,
+    generate,
+    generator_settings,
+    main,
+    write_truth,
+)
 from lib.synthetic.profiles import PROFILES, Profile
 from lib.synthetic.samples import (
     DERIVATIZED_FRACTION,
@@ -30,7 +38,8 @@ from lib.synthetic.simulate import simulate_run, simulate_run_with_truth
 from lib.synthetic.truth import ROLES, TRUTH_COLUMNS, TRUTH_FILE, read_truth
 
 __all__ = [
-    "DERIVATIZED_FRACTION", "PROFILES", "ROLES", "TRUTH_COLUMNS", "TRUTH_FILE", "Profile",
+    "DERIVATIZED_FRACTION", "MARKER", "PROFILES", "ROLES", "TRUTH_COLUMNS", "TRUTH_FILE",
+    "FolderRefusedError", "Profile", "generator_settings",
     "draw_labels", "expected_prevalence", "format_run_csv", "generate", "main", "read_truth",
     "sample_table", "simulate_run", "simulate_run_with_truth", "write_truth",
 ]

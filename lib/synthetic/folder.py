@@ -1,26 +1,34 @@
 """Writing a synthetic folder: runs as competition-format CSVs, labels, metadata, truth.csv.
 
-Usage: ``python -m lib.synthetic OUT_DIR --profile small --seed 0 [--limit N] [--workers W]``;
-``--truth-only`` adds truth.csv to a folder written before it existed (same profile and seed).
+Usage: ``python -m lib.synthetic OUT_DIR --profile small --seed 0 [--limit N] [--workers W]
+[--force]``; ``--truth-only`` adds truth.csv to a folder written before it existed (same profile
+and seed). An existing folder is only reused (made with the same settings) or, with
+``--force``, replaced whole; see generate.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
+import shutil
+import tempfile
 from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from lib.files import atomic_path, atomic_write_csv
+from lib.files import atomic_path, atomic_write_csv, current_umask
 from lib.schema import LABELS, METADATA_COLUMNS, SAMPLE_COLUMNS, SPLITS
 from lib.synthetic.profiles import PROFILES, Profile
 from lib.synthetic.samples import sample_table
 from lib.synthetic.simulate import simulate_run_with_truth
 from lib.synthetic.truth import TRUTH_COLUMNS, TRUTH_FILE
+
+MARKER = "synthetic.json"  # what the generator made this folder with (profile, seed, limit)
+MARKER_FORMAT = "mars-gcms synthetic folder v1"
 
 
 def _fixed_point_chars(values: np.ndarray, decimals: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,6 +120,10 @@ def _check_sample(task: _Task) -> tuple[str, pd.DataFrame]:
     return hashlib.md5(data).hexdigest(), truth
 
 
+def _file_md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
 def _csv_bytes(df: pd.DataFrame) -> bytes:
     return df.to_csv(index=False, lineterminator="\n").encode()
 
@@ -136,29 +148,145 @@ def _write_truth(out: Path, parts: list[pd.DataFrame]) -> Path:
     return atomic_write_csv(truth[list(TRUTH_COLUMNS)], out / TRUTH_FILE, lineterminator="\n")
 
 
+class FolderRefusedError(ValueError):
+    """The output folder holds something the generator did not make (or made with other
+    settings); it is left as it is. The message names the folder and says why."""
+
+
+def check_settings(profile: str, seed: int, limit: int | None = None, workers: int = 1) -> None:
+    """ValueError saying which setting is wrong: an unknown profile, a negative seed (numpy's
+    generators take non-negative integers), a negative limit, fewer than one worker."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; known: {sorted(PROFILES)}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be 0 or more samples, got {limit}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+
+
 def generate(
     out_dir: str | os.PathLike,
     profile: str = "small",
     seed: int = 0,
     limit: int | None = None,
     workers: int = 1,
+    force: bool = False,
 ) -> Path:
     """Write a synthetic competition folder and return its path.
 
     limit: write only the first N samples (sample-id order); metadata, label and truth files
     then cover only those. workers: processes used to simulate and write runs (output is
-    identical for any value). metadata.csv is written last, and removed first when
-    regenerating, so a folder without it is unfinished. truth.csv: see lib.synthetic.truth.
+    identical for any value). truth.csv: see lib.synthetic.truth. MARKER (synthetic.json)
+    records the profile, seed and limit.
+
+    The folder is written as a temporary sibling and renamed into place, so it is whole or
+    absent. An existing folder is never changed unless ``force``: one the generator made with
+    the same settings is reused as it is (its MARKER, or for a folder made before MARKER
+    existed its metadata.csv and a few runs simulated again); an empty one is filled;
+    anything else raises FolderRefusedError. ``force`` replaces the whole folder, whatever it
+    holds (the old one is removed only once the new one is in place). ValueError for bad
+    settings (check_settings), before anything is touched.
     """
-    prof = PROFILES[profile]
+    check_settings(profile, seed, limit, workers)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metadata.csv").unlink(missing_ok=True)
+    wanted = _marker(profile, seed, limit)
+    occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
+    if occupied and not force:
+        found = generator_settings(out) or _recognise_unmarked(out, profile, seed)
+        if found == wanted:
+            return out
+        raise FolderRefusedError(_refusal(out, found, wanted))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+    try:
+        partial.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide the data
+        _write_folder(partial, PROFILES[profile], seed, limit, workers)
+        _write_bytes(partial / MARKER, json.dumps(wanted, indent=2).encode())
+        _move_into_place(partial, out)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial)
+    return out
+
+
+def generator_settings(folder: str | os.PathLike) -> dict | None:
+    """{"format", "profile", "seed", "limit"} the generator made ``folder`` with, read from its
+    MARKER; None when it has no readable MARKER."""
+    try:
+        found = json.loads((Path(folder) / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) and found.get("format") == MARKER_FORMAT else None
+
+
+def _recognise_unmarked(folder: Path, profile: str, seed: int) -> dict | None:
+    """The settings of a folder the generator made with ``profile`` and ``seed`` before MARKER
+    existed, or None: its metadata.csv must list a prefix of that profile's samples with their
+    splits and derivatized flags, and the md5s of three runs simulated again (first, middle,
+    last) must match metadata.csv's and the files'. The MARKER is written then."""
+    try:
+        metadata = pd.read_csv(folder / "metadata.csv", dtype=str, keep_default_na=False)
+        columns = [metadata[c].tolist() for c in ("sample_id", "split", "derivatized",
+                                                  "features_md5_hash")]
+    except (OSError, ValueError, KeyError):
+        return None
+    prof = PROFILES[profile]
+    table = sample_table(prof, seed).iloc[:len(metadata)]
+    expected = [table["sample_id"].tolist(), table["split"].tolist(),
+                np.where(table["derivatized"], "1", "").tolist()]
+    if len(metadata) == 0 or columns[:3] != expected:
+        return None
+    tasks = _tasks(folder, table, prof, seed)
+    for i in sorted({0, len(tasks) // 2, len(tasks) - 1}):
+        simulated, path = _check_sample(tasks[i])[0], Path(tasks[i][0])
+        if simulated != columns[3][i] or not path.is_file() or _file_md5(path) != simulated:
+            return None
+    found = _marker(profile, seed, len(metadata))
+    _write_bytes(folder / MARKER, json.dumps(found, indent=2).encode())
+    return found
+
+
+def _marker(profile: str, seed: int, limit: int | None) -> dict:
+    """The MARKER of a folder of these settings (limit None when it covers the profile)."""
+    n_samples = sum(PROFILES[profile].split_sizes.values())
+    limit = None if limit is None or limit >= n_samples else int(limit)
+    return {"format": MARKER_FORMAT, "profile": profile, "seed": int(seed), "limit": limit}
+
+
+def _refusal(out: Path, found: dict | None, wanted: dict) -> str:
+    """Why ``out`` is left alone, and what to do instead."""
+    settings = ", ".join(f"{k} {wanted[k]}" for k in ("profile", "seed", "limit"))
+    if found is None:
+        reason = (f"it is not empty and not a folder the generator made with {settings} (it "
+                  f"has no {MARKER}, and no metadata.csv of those settings)")
+    else:
+        made = ", ".join(f"{k} {found.get(k)}" for k in ("profile", "seed", "limit"))
+        reason = f"the generator made it with {made}, not {settings}"
+    return (f"{out}: not written: {reason}. Choose another folder, or pass --force "
+            f"(force=True) to replace the whole folder and everything in it.")
+
+
+def _move_into_place(partial: Path, out: Path) -> None:
+    """Rename the finished folder to ``out``; an existing ``out`` (empty, or replaced by
+    force) is moved aside first and removed once the new one is in place."""
+    if not out.exists() and not out.is_symlink():
+        os.rename(partial, out)
+        return
+    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".replaced"))
+    os.rename(out, old / out.name)
+    os.rename(partial, out)
+    shutil.rmtree(old)
+
+
+def _write_folder(out: Path, prof: Profile, seed: int, limit: int | None, workers: int) -> None:
+    """Every file of a synthetic folder into the (new, empty) folder ``out``."""
     table = sample_table(prof, seed)
     if limit is not None:
         table = table.iloc[:limit]
     for split in SPLITS:
-        (out / f"{split}_features").mkdir(exist_ok=True)
+        (out / f"{split}_features").mkdir()
     results = _map(_write_sample, _tasks(out, table, prof, seed), workers)
 
     label_cols = ["sample_id", *LABELS]
@@ -174,7 +302,6 @@ def generate(
     metadata.insert(2, "derivatized", np.where(table["derivatized"], "1", ""))
     metadata["features_md5_hash"] = [md5 for md5, _ in results]
     _write_bytes(out / "metadata.csv", _csv_bytes(metadata[list(METADATA_COLUMNS)]))
-    return out
 
 
 def write_truth(out_dir: str | os.PathLike, profile: str = "small", seed: int = 0,
@@ -200,24 +327,42 @@ def write_truth(out_dir: str | os.PathLike, profile: str = "small", seed: int = 
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: write a synthetic folder (or only its truth.csv) and say what was written."""
-    parser = argparse.ArgumentParser(description="Write a synthetic competition-format folder.")
+    """Command line: write a synthetic folder (or only its truth.csv) and say what was written.
+    Bad settings exit with status 2, a refused folder with status 1, before anything is
+    written."""
+    parser = argparse.ArgumentParser(prog="python -m lib.synthetic",
+                                     description="Write a synthetic competition-format folder.")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="small")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="a non-negative integer")
     parser.add_argument("--limit", type=int, default=None, help="write only the first N samples")
     parser.add_argument("--workers", type=int, default=1, help="processes (output is identical)")
     parser.add_argument("--truth-only", action="store_true",
                         help="only add truth.csv to a folder written earlier with these settings")
+    parser.add_argument("--force", action="store_true",
+                        help="replace OUT_DIR and everything in it when the generator did not "
+                             "make it with these settings")
     args = parser.parse_args(argv)
+    try:
+        check_settings(args.profile, args.seed, args.limit, args.workers)
+    except ValueError as error:
+        parser.error(str(error))
     if args.truth_only:
         path = write_truth(args.out_dir, args.profile, args.seed, args.workers)
         print(f"wrote {path}: {sum(1 for _ in open(path)) - 1} rows")
         return
-    out = generate(args.out_dir, args.profile, args.seed, args.limit, args.workers)
+    occupied = args.out_dir.is_dir() and any(args.out_dir.iterdir())
+    try:
+        out = generate(args.out_dir, args.profile, args.seed, args.limit, args.workers,
+                       force=args.force)
+    except FolderRefusedError as error:
+        parser.exit(1, f"error: {error}\n")
     metadata = pd.read_csv(out / "metadata.csv")
     size = sum((out / p).stat().st_size for p in metadata["features_path"])
     counts = metadata["split"].value_counts().reindex(SPLITS, fill_value=0)
-    print(f"wrote {out}: profile={args.profile} seed={args.seed} "
+    truth = f" and {TRUTH_FILE}" if (out / TRUTH_FILE).is_file() else f", no {TRUTH_FILE}"
+    done = ("kept (made earlier with these settings)" if occupied and not args.force
+            else "wrote")
+    print(f"{done} {out}: profile={args.profile} seed={args.seed} "
           + " ".join(f"{s}={n}" for s, n in counts.items())
-          + f", {size / 1e6:.1f} MB of runs and {TRUTH_FILE}")
+          + f", {size / 1e6:.1f} MB of runs{truth}")

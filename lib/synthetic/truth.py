@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from lib.schema import LABELS
+
 TRUTH_FILE = "truth.csv"
 ROLES: tuple[str, ...] = ("label", "confuser", "distractor", "reagent", "background")
 TRUTH_COLUMNS: tuple[str, ...] = (
@@ -37,7 +39,8 @@ TRUTH_COLUMNS: tuple[str, ...] = (
 def read_truth(data_dir: str | Path) -> pd.DataFrame | None:
     """The folder's truth.csv as a DataFrame (TRUTH_COLUMNS; label and family "" when empty),
     or None when the folder has none (real data). ValueError naming the file when its columns
-    or roles are not the expected ones."""
+    or roles are not the expected ones, and the file, the line and the value when a label or
+    family is not one of LABELS (its scores would otherwise vanish)."""
     path = Path(data_dir) / TRUTH_FILE
     if not path.is_file():
         return None
@@ -49,4 +52,10 @@ def read_truth(data_dir: str | Path) -> pd.DataFrame | None:
     unknown = sorted(set(truth["role"]) - set(ROLES))
     if unknown:
         raise ValueError(f"{path}: unknown roles {unknown} (known: {list(ROLES)})")
+    for column in ("label", "family"):
+        bad = truth.index[~truth[column].isin(["", *LABELS])]
+        if len(bad):
+            row = bad[0]
+            raise ValueError(f"{path}: line {row + 2}: {column} {truth.at[row, column]!r} is not "
+                             f"a label (known: {list(LABELS)}); {len(bad)} such rows")
     return truth
