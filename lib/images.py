@@ -26,7 +26,7 @@ TRANSFORMS = ("log", "log1p")
 MIN_CLIP = 1e-4
 LOG1P_SCALE = 1000.0
 # Bump when the rendering changes, so every cache built before is rebuilt.
-RENDER_VERSION = 2  # 2: negative intensities clipped to 0, counted
+RENDER_VERSION = 3  # 2: negative intensities clipped to 0, counted; 3: duplicate rows counted
 
 
 def render_image(time: np.ndarray, mass: np.ndarray, intensity: np.ndarray, *,
@@ -179,7 +179,8 @@ def build_image_cache(metadata: pd.DataFrame, path: str | Path, *, m_bins: int =
 
     sample_ids (N,) str, derivatized (N,) int8, images (N, m_bins, t_bins) float32,
     nan_counts (N,) int64 (NaN intensities read as 0), negative_counts (N,) int64 (negative
-    intensities clipped to 0), fingerprint () str.
+    intensities clipped to 0), duplicate_counts (N,) int64 (rows repeating an earlier row's
+    (time, mass), summed into their cell), fingerprint () str.
     The file is written under a temporary name and renamed, so it is whole or absent. Runs
     that start together on a fresh cache (a sweep) render it once: the first holds
     ``<path>.lock`` while it renders, the others wait for it and then read its file.
@@ -222,6 +223,7 @@ def _render_cache(metadata: pd.DataFrame, path: Path, fingerprint: str, m_bins: 
         "images": np.stack([image for image, _ in results]),
         "nan_counts": np.array([r.nan for _, r in results], dtype=np.int64),
         "negative_counts": np.array([r.negative for _, r in results], dtype=np.int64),
+        "duplicate_counts": np.array([r.duplicate for _, r in results], dtype=np.int64),
         "fingerprint": np.array(fingerprint),
     }
     with atomic_path(path) as partial, open(partial, "wb") as handle:

@@ -181,6 +181,17 @@ def test_image_cache_counts_negative_intensities(competition_dir, tmp_path):
     assert cache["negative_counts"].tolist() == [0, 5] + [0] * 13
 
 
+def test_image_cache_counts_duplicate_rows(competition_dir, tmp_path):
+    from lib.images import build_image_cache
+
+    data = load_competition(competition_dir)
+    path = data.metadata["path"].iloc[2]
+    frame = pd.read_csv(path)
+    pd.concat([frame, frame.iloc[:3]]).to_csv(path, index=False)
+    cache = build_image_cache(data.metadata, tmp_path / "c.npz", workers=1, progress=False)
+    assert cache["duplicate_counts"].tolist() == [0, 0, 3] + [0] * 12
+
+
 @pytest.mark.parametrize("features_path", ["../outside.csv", "/etc/hostname",
                                            "train_features/../../outside.csv"])
 def test_features_path_outside_the_data_folder_is_refused(competition_dir, features_path):
