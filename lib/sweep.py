@@ -183,15 +183,19 @@ def check_parameters(specs: list[RunSpec], overrides: dict) -> dict[str, list[st
     for the overrides that do not reach every run (a mixed plan: 03b has no ``epochs``)."""
     for params_file, notebook in dict.fromkeys((s.params_file, s.notebook) for s in specs):
         known = notebook_parameters(notebook)
-        for key in _read_params(params_file, ""):
+        for key, value in _read_params(params_file, "").items():
             if key not in known:
                 raise PlanError(f"{params_file}: {_unknown(key, known, [notebook])}")
+            _check_type(key, value, notebook, str(params_file))
     notebooks = list(dict.fromkeys(s.notebook for s in specs))
     every = frozenset().union(*(notebook_parameters(n) for n in notebooks))
     skipped = {}
-    for key in overrides:
+    for key, value in overrides.items():
         if key not in every:
             raise PlanError(f"-p / command line: {_unknown(key, every, notebooks)}")
+        for notebook in notebooks:
+            if key in notebook_parameters(notebook):
+                _check_type(key, value, notebook, "-p / command line")
         missed = [s.label for s in specs if key not in notebook_parameters(s.notebook)]
         if missed:
             skipped[key] = missed
@@ -206,6 +210,23 @@ def check_folds(specs: list[RunSpec], overrides: dict) -> None:
         if isinstance(n_folds, int) and not 0 <= spec.fold < n_folds:
             raise PlanError(f"fold {spec.fold} ({spec.label}): the runs have n_folds="
                             f"{n_folds}, so folds are 0..{n_folds - 1}")
+
+
+def _check_type(key: str, value, notebook: str, source: str) -> None:
+    """PlanError unless ``value`` has the kind of the notebook's default for ``key``: a
+    string, a list, a whole number or any number (a bool only where the default is one)."""
+    default = _parameter_defaults(notebook).get(key)
+    if default is None:
+        return
+    kinds = [(bool, (bool,), "true or false"), (int, (int,), "a whole number"),
+             (float, (int, float), "a number"), (str, (str,), "a string"),
+             (list, (list, tuple), "a list")]
+    for kind, accepted, words in kinds:
+        if isinstance(default, kind):
+            if isinstance(value, bool) != (kind is bool) or not isinstance(value, accepted):
+                raise PlanError(f"{source}: {key} = {value!r} must be {words} (notebooks/"
+                                f"{notebook}'s default is {default!r})")
+            return
 
 
 def _unknown(key: str, known: frozenset[str], notebooks: list[str]) -> str:

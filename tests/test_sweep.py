@@ -310,3 +310,16 @@ def test_done_beside_an_unfinished_notebook_is_trained_again(tmp_path, tiny_data
     assert again.returncode == 0, again.stdout + again.stderr
     assert "1 runs: 1 ran, 0 already finished" in again.stdout
     assert notebook_finished(executed) and is_done(run_dir)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("C", "abc", r"C = 'abc' must be a number \(notebooks/03b_train_features.ipynb's default is "
+                 r"0.2\)"),
+    ("epochs", 1.5, r"epochs = 1.5 must be a whole number"),
+    ("pretrained", 1, r"pretrained = 1 must be true or false"),
+    ("tta_offsets", 3, r"tta_offsets = 3 must be a list"),
+])
+def test_parameters_of_the_wrong_kind_are_refused_naming_them(key, value, message):
+    specs = expand_plan(load_plan("params/plans/demo.yaml"), folds=[0])
+    with pytest.raises(PlanError, match=rf"-p / command line: {message}"):
+        check_parameters(specs, {key: value})
