@@ -83,13 +83,16 @@ class Session:
 def open_client(*, scheduler: str | None = None, scheduler_file: str | None = None,
                 cluster_file: str | None = None, workers: int = 1, runs_per_gpu: int = 1,
                 n_runs: int = 1, gpus: list[str] | None = None,
-                wait_timeout: float = 1800.0, progress=print):
+                wait_timeout: float = 1800.0, progress=print,
+                dashboard_address: str = "127.0.0.1:0"):
     """Yield a Session: on the scheduler at ``scheduler`` / ``scheduler_file``, on a
     dask-jobqueue cluster built from ``cluster_file`` and scaled to min(jobs, n_runs) (its
     first worker awaited at most ``wait_timeout`` seconds, ClusterWaitError after, with the
     jobs cancelled), or on a LocalCluster started here (closed on exit): one pinned worker per
     GPU of ``gpus`` (default: every GPU torch sees; [] for none), else ``workers`` CPU
-    workers. ``progress`` receives one line at a time about what is awaited."""
+    workers, its scheduler on 127.0.0.1 and its dashboard at ``dashboard_address`` (loopback
+    unless asked: the dashboard shows task names, paths and logs to whoever reaches it).
+    ``progress`` receives one line at a time about what is awaited."""
     from distributed import Client, LocalCluster
 
     if scheduler or scheduler_file:
@@ -111,7 +114,7 @@ def open_client(*, scheduler: str | None = None, scheduler_file: str | None = No
         share = str(max(1, (os.cpu_count() or 1) // workers))
         cls, options = LocalCluster, dict(n_workers=workers, threads_per_worker=1,
                                           env={name: share for name in THREAD_VARIABLES})
-    with _local_cluster(cls, options) as local, Client(local) as client:
+    with _local_cluster(cls, options, dashboard_address) as local, Client(local) as client:
         client.wait_for_workers(len(gpus) or workers)
         yield Session(client, {}, bool(gpus), local)
 
@@ -145,7 +148,7 @@ def pinned_gpu_cluster_class():
 
 
 @contextmanager
-def _local_cluster(cls, options: dict):
+def _local_cluster(cls, options: dict, dashboard_address: str):
     """A LocalCluster whose worker processes ignore SIGINT: a Ctrl-C at the terminal reaches
     every process of the foreground group, and the sweep, not each worker, decides what stops
     (it cancels queued runs and stops running ones)."""
@@ -157,7 +160,7 @@ def _local_cluster(cls, options: dict):
     method = "fork" if sys.platform == "linux" else "spawn"
     try:
         with dask.config.set({"distributed.worker.multiprocessing-method": method}):
-            cluster = cls(processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
+            cluster = cls(processes=True, host="127.0.0.1", dashboard_address=dashboard_address,
                           silence_logs=logging.ERROR, **options)
     finally:
         signal.signal(signal.SIGINT, previous)

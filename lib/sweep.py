@@ -614,6 +614,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-timeout", type=float, default=1800.0,
                         help="with --cluster: seconds to wait for the first batch job's worker "
                         "before cancelling the jobs (default 1800)")
+    parser.add_argument("--dashboard-address", default="127.0.0.1:0",
+                        help="local cluster: where its Dask dashboard listens (default: "
+                        "loopback, a free port; e.g. 0.0.0.0:8787 to expose it on purpose)")
     parser.add_argument("--print-job-script", action="store_true",
                         help="with --cluster: print the batch script and exit")
     parser.add_argument("--data-dir", help="data_dir parameter of every run")
@@ -671,6 +674,7 @@ def main(argv: list[str] | None = None) -> int:
                                  cluster_file=args.cluster, workers=args.workers, gpus=gpus,
                                  runs_per_gpu=args.runs_per_gpu, n_runs=len(specs),
                                  wait_timeout=args.wait_timeout,
+                                 dashboard_address=args.dashboard_address,
                                  progress=lambda line: print(line, file=sys.stderr)
                                  ) as session:
             print(f"Dask dashboard: {session.client.dashboard_link}", file=sys.stderr)

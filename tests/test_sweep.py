@@ -323,3 +323,38 @@ def test_parameters_of_the_wrong_kind_are_refused_naming_them(key, value, messag
     specs = expand_plan(load_plan("params/plans/demo.yaml"), folds=[0])
     with pytest.raises(PlanError, match=rf"-p / command line: {message}"):
         check_parameters(specs, {key: value})
+
+
+def test_a_local_sweep_listens_on_loopback_only(tmp_path, tiny_data):
+    """Scheduler, dashboard, workers, nannies and the runs' kernels of a local sweep: every
+    listening socket of its process tree is bound to 127.0.0.1 (a shared GPU server's
+    network cannot read the dashboard or reach the scheduler)."""
+    import psutil
+
+    data_dir, cache_dir = tiny_data
+    plan = write_plan(tmp_path, [("a", "test_efficientnet", 1)])
+    runs_dir = tmp_path / "runs"
+    specs = expand_plan(load_plan(plan), folds=[0], runs_dir=runs_dir)
+    process = subprocess.Popen(sweep_command(plan, runs_dir, data_dir, cache_dir, "--folds", "0",
+                                             "-p", "epochs", "5000"),
+                               cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not (specs[0].run_dir / "03_train.ipynb").exists() and time.time() < deadline:
+            time.sleep(0.5)
+        time.sleep(3)  # the kernel is up and training
+        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
+        listening = set()
+        for member in tree:
+            try:
+                connections = member.net_connections(kind="inet")
+            except psutil.NoSuchProcess:
+                continue
+            listening |= {(c.laddr.ip, c.laddr.port) for c in connections
+                          if c.status == psutil.CONN_LISTEN}
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.communicate(timeout=120)
+    assert len(listening) >= 4, listening  # scheduler, dashboard, nanny, worker (+ kernel)
+    assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
