@@ -244,18 +244,50 @@ def load_cluster_config(path: str | Path) -> dict:
             raise ClusterConfigError(f"{path}: missing {key!r} (the batch system needs it)")
     if not isinstance(config.get("jobs", 1), int) or config.get("jobs", 1) < 1:
         raise ClusterConfigError(f"{path}: jobs must be a positive integer")
+    if not isinstance(config.get("security", True), bool):
+        raise ClusterConfigError(f"{path}: security must be true (TLS with temporary "
+                                 f"credentials, the default) or false, got "
+                                 f"{config['security']!r}")
+    shared = config.get("shared_temp_directory")
+    if shared is not None and Path(os.path.expandvars(str(shared))).expanduser().exists():
+        mode = Path(os.path.expandvars(str(shared))).expanduser().stat().st_mode
+        if mode & 0o077:
+            raise ClusterConfigError(f"{path}: shared_temp_directory {shared} (where the TLS "
+                                     f"credentials go) can be read by other users (mode "
+                                     f"{mode & 0o777:o}): chmod 700 it, or leave the key out")
     return config
 
 
 def build_batch_cluster(path: str | Path):
     """(dask-jobqueue cluster, config) from a cluster YAML; nothing is submitted until it is
-    scaled."""
+    scaled. Unless the YAML says ``security: false``, the scheduler speaks TLS with temporary
+    credentials (dask-jobqueue's ``security=True``), written for the jobs into
+    ``shared_temp_directory``: the YAML's (mode 0700, created if missing), else a fresh 0700
+    folder ``.dask-tls-*`` in the repo, which the jobs see on the shared filesystem and which
+    closing the cluster (close_batch_cluster) removes."""
     import dask_jobqueue
 
     config = load_cluster_config(path)
     options = {k: v for k, v in config.items() if k not in OWN_KEYS}
+    owned = None
+    if options.setdefault("security", True):
+        if options.get("shared_temp_directory") is None:
+            owned = tempfile.mkdtemp(prefix=".dask-tls-", dir=REPO_ROOT)  # mode 0700
+            options["shared_temp_directory"] = owned
+        else:
+            folder = Path(os.path.expandvars(str(options["shared_temp_directory"]))).expanduser()
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    else:
+        options.pop("security")
     cls = getattr(dask_jobqueue, _class_name(config.get("kind", "slurm")))
-    return cls(**options), config
+    try:
+        batch = cls(**options)
+    except BaseException:
+        if owned:
+            shutil.rmtree(owned, ignore_errors=True)
+        raise
+    batch.owned_credentials_dir = owned
+    return batch, config
 
 
 def open_batch_cluster(cluster_file: str | Path, n_runs: int):
@@ -264,13 +296,32 @@ def open_batch_cluster(cluster_file: str | Path, n_runs: int):
     batch, config = build_batch_cluster(cluster_file)
     submit = batch.job_cls.submit_command.split()[0]
     if shutil.which(submit) is None:
-        _close_quietly(batch)
+        close_batch_cluster(batch)
         raise ClusterConfigError(f"{project_path(cluster_file)}: kind "
                                  f"{config.get('kind', 'slurm')!r} submits jobs with {submit!r}, "
                                  f"which is not on this machine's PATH (run the sweep on a "
                                  f"submit host of the batch system)")
+    refusal = _slurm_test_only(batch) if submit == "sbatch" else ""
+    if refusal:
+        close_batch_cluster(batch)
+        raise ClusterConfigError(f"{project_path(cluster_file)}: Slurm refuses the job "
+                                 f"(sbatch --test-only): {refusal}")
     batch.scale(jobs=min(int(config.get("jobs", 1)), n_runs))
     return batch, config
+
+
+def _slurm_test_only(batch) -> str:
+    """"" if ``sbatch --test-only`` accepts one job of ``batch`` (partition, account, time,
+    resources), else what sbatch said. Nothing is submitted."""
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix=".mars-gcms-job-") as script:
+        script.write(batch.job_script())
+        script.flush()
+        try:
+            out = subprocess.run(["sbatch", "--test-only", script.name], capture_output=True,
+                                 text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError) as error:
+            return f"sbatch did not answer ({error})"
+    return "" if out.returncode == 0 else " ".join(out.stderr.split()) or f"exit {out.returncode}"
 
 
 def wait_for_batch_workers(client, batch, timeout: float, progress=print,
@@ -327,26 +378,38 @@ def describe_jobs(batch) -> str:
 
 @contextmanager
 def _closing(batch):
-    """Close a batch cluster on exit (cancelling its jobs); a job that never got submitted
-    makes dask-jobqueue's close fail an assertion, which is not the user's problem."""
+    """Close a batch cluster on exit: see close_batch_cluster."""
     try:
         yield batch
     finally:
-        _close_quietly(batch)
+        close_batch_cluster(batch)
 
 
-def _close_quietly(batch) -> None:
+def close_batch_cluster(batch) -> None:
+    """Close a batch cluster (its jobs are cancelled) and remove the TLS credentials folder
+    the sweep made for it. A job that never got submitted makes dask-jobqueue's close fail an
+    assertion, which is not the user's problem."""
     try:
         batch.close()
     except AssertionError:
         pass
+    finally:
+        # dask-jobqueue keeps the credential files open as _job_<key> attributes (deleted
+        # when closed): close them before the folder goes
+        for name in [n for n in vars(batch) if n.startswith("_job_")]:
+            if hasattr(getattr(batch, name), "close"):
+                getattr(batch, name).close()
+        if getattr(batch, "owned_credentials_dir", None):
+            shutil.rmtree(batch.owned_credentials_dir, ignore_errors=True)
 
 
 def job_script(path: str | Path) -> str:
     """The batch script one job of the cluster YAML would submit."""
     batch, _ = build_batch_cluster(path)
-    with batch:
+    try:
         return batch.job_script()
+    finally:
+        close_batch_cluster(batch)
 
 
 def _cluster_keywords(kind: str) -> set[str]:

@@ -3,13 +3,21 @@ system is needed: nothing is submitted."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from lib.cluster import ClusterConfigError, job_script, load_cluster_config
+from lib.cluster import (
+    ClusterConfigError,
+    build_batch_cluster,
+    close_batch_cluster,
+    job_script,
+    load_cluster_config,
+)
 from lib.paths import REPO_ROOT
 
 SLURM = REPO_ROOT / "params" / "clusters" / "slurm.yaml"
@@ -41,6 +49,8 @@ def test_print_job_script_from_the_command_line():
     (lambda c: c.pop("walltime"), r"missing 'walltime'"),
     (lambda c: c.update(kind="torque"), r"kind 'torque' is not one of"),
     (lambda c: c.update(jobs=0), r"jobs must be a positive integer"),
+    (lambda c: c.update(security="yes"), r"security must be true \(TLS with temporary "
+                                         r"credentials, the default\) or false, got 'yes'"),
 ])
 def test_bad_cluster_yaml_names_the_file_and_the_key(tmp_path, edit, message):
     config = yaml.safe_load(SLURM.read_text())
@@ -53,3 +63,60 @@ def test_bad_cluster_yaml_names_the_file_and_the_key(tmp_path, edit, message):
                            "--cluster", str(path), "--print-job-script"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and str(path) in done.stderr
+
+
+def test_credentials_folder_that_others_can_read_is_refused(tmp_path):
+    shared = tmp_path / "tls"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    config = yaml.safe_load(SLURM.read_text())
+    config["shared_temp_directory"] = str(shared)
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ClusterConfigError, match=rf"{path}: shared_temp_directory {shared} "
+                       r"\(where the TLS credentials go\) can be read by other users \(mode "
+                       r"755\)"):
+        load_cluster_config(path)
+
+
+def test_a_batch_clusters_scheduler_refuses_clients_without_its_credentials(tmp_path):
+    """security defaults to TLS with temporary credentials: the sweep's own client gets in, a
+    client without them does not; the credentials folder is private and goes with the
+    cluster. Nothing is submitted (the cluster is never scaled)."""
+    from distributed import Client
+    from distributed.security import Security
+
+    config = yaml.safe_load(SLURM.read_text())
+    config.update(log_directory=str(tmp_path / "logs"), interface="lo")
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(config))
+    batch, _ = build_batch_cluster(path)
+    folder = batch.owned_credentials_dir
+    try:
+        assert batch.scheduler_address.startswith("tls://127.0.0.1:")
+        assert (os.stat(folder).st_mode & 0o777) == 0o700
+        assert "--tls-ca-file" in batch.job_script()
+        files = list(Path(folder).iterdir())
+        assert files and all((f.stat().st_mode & 0o077) == 0 for f in files)
+        with Client(batch, timeout="20s") as client:  # the sweep's: with the credentials
+            assert client.scheduler_info()["address"] == batch.scheduler_address
+        with pytest.raises((OSError, TimeoutError)):  # TLS, but credentials of its own
+            Client(batch.scheduler_address, security=Security.temporary(), timeout="3s")
+        with pytest.raises((OSError, TimeoutError)):  # plain TCP to the TLS port
+            Client(batch.scheduler_address.replace("tls://", "tcp://"), timeout="3s")
+    finally:
+        close_batch_cluster(batch)
+    assert not os.path.exists(folder)
+
+
+def test_security_false_is_plain_tcp(tmp_path):
+    config = yaml.safe_load(SLURM.read_text())
+    config.update(security=False, interface="lo")
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(config))
+    batch, _ = build_batch_cluster(path)
+    try:
+        assert batch.scheduler_address.startswith("tcp://")
+        assert batch.owned_credentials_dir is None
+    finally:
+        close_batch_cluster(batch)
