@@ -56,6 +56,10 @@ PARAMS = REPO_ROOT / "params" / "3a_302_cls3_normM.yaml"
 RESERVE_S = 5.0  # kept back from every timeout: killing a phase and writing the summary
 KILL_GRACE_S = 5.0
 DEFAULT_BUDGET_S = 480.0
+# The most of the budget a phase plans for beyond its least useful work; what it leaves
+# unused goes to the next phases, and the last one takes what is left.
+SHARES = dict(environment=0.1, throughput=0.3, data=0.15, runs_per_gpu=0.35, precision=0.25,
+              hrnet_fold=1.0)
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class Config:
     epoch_s: dict = field(default_factory=dict)
     run_overhead_s: float = 30.0  # papermill run beyond its epochs: kernel, data, model, test
     cluster_s: float = 10.0
+    sharing_slowdown: float = 0.15  # each run beside the first slows a shared device by this
     data_s: float = 40.0
     environment_s: float = 20.0
 
@@ -116,7 +121,8 @@ SMOKE = Config(
     precision_backbone="resnet18", precision_epochs=(1, 1),
     fold_backbone="mobilenetv3_small_100", fold_epochs=(1, 1),
     process_start_s=5.0, compile_s={"mobilenetv3_small_100": 10.0}, epoch_s={},
-    run_overhead_s=15.0, cluster_s=5.0, data_s=5.0, environment_s=5.0,
+    run_overhead_s=15.0, cluster_s=5.0, sharing_slowdown=0.5, data_s=5.0,
+    environment_s=5.0,
 )
 
 
@@ -198,17 +204,14 @@ def run_all(config: Config, budget_s: float, out: Path, work: str | None) -> int
             need, want = estimate(name, config, summary)
             later = sum(estimate(n, config, summary)[0] for n in PHASES[i + 1:]
                         if not _blocked(n, summary))
-            entry.update(estimate_s=round(need, 1))
+            entry.update(estimate_s=round(need, 1), estimate_all_s=round(want, 1))
             if _blocked(name, summary):  # data failed, or was skipped for the budget
                 entry.update(status=_blocked(name, summary), seconds=0.0)
             elif need > left:
                 entry.update(status="skipped (budget)", seconds=0.0,
                              figures=dict(left_s=round(max(left, 0), 1)))
             else:
-                # what the later phases need at least is kept back; the phase plans its work
-                # to fit its share and is killed at its timeout, never past the deadline
-                allot = min(left, max(need, min(left - later, max(2 * want, want + 60))))
-                timeout = min(left, allot + max(30.0, 0.5 * allot))
+                allot, timeout = allotment(need, left, later, SHARES[name] * budget_s)
                 entry.update(allotted_s=round(allot, 1))
                 _run_child(name, entry, config, out, work_dir, log_path, allot, timeout)
             summary["seconds"] = round(time.time() - started, 1)
@@ -222,6 +225,17 @@ def run_all(config: Config, budget_s: float, out: Path, work: str | None) -> int
     print(f"[gpu_check] {out / 'summary.json'}; {time.time() - started:.0f} s"
           + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
+
+
+def allotment(need: float, left: float, later: float, share: float) -> tuple[float, float]:
+    """(seconds a phase plans its work for, seconds after which it is killed).
+
+    need: what the phase needs at least; left: what is left of the budget; later: what the
+    later phases need at least (kept back for them); share: the most it plans for beyond its
+    need. The timeout leaves room for a phase that runs a little over, never past ``left``.
+    """
+    allot = min(left, max(need, min(left - later, share)))
+    return allot, min(left, allot + max(30.0, 0.5 * allot))
 
 
 def _blocked(name: str, summary: dict) -> str:
@@ -372,9 +386,9 @@ def run_estimate(backbone: str, epochs: int, config: Config, summary: dict) -> f
 
 def sweep_estimate(k: int, config: Config, summary: dict) -> float:
     """A sweep of K runs sharing one device: cluster start, then K runs side by side, each
-    assumed to slow the others (a guess until measured)."""
+    beside the first assumed to slow them all by config.sharing_slowdown (a guess)."""
     one = run_estimate(config.sweep_backbone, config.sweep_epochs, config, summary)
-    return config.cluster_s + one * max(1.0, 0.5 * k)
+    return config.cluster_s + one * (1 + config.sharing_slowdown * (k - 1))
 
 
 # ---- the child: one phase ------------------------------------------------------------------

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 
 from lib.paths import REPO_ROOT
@@ -68,3 +71,44 @@ def test_no_budget_skips_every_phase(tmp_path):
     assert done.returncode == 0, done.stderr
     statuses = [p["status"] for p in read_summary(tmp_path)["phases"]]
     assert statuses == ["skipped (budget)"] * len(PHASES)
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT.with_suffix(".py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("gpu_check", module)  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_allotment_keeps_back_what_later_phases_need():
+    allotment = load_script().allotment
+    assert allotment(need=20, left=400, later=100, share=144) == (144, 216)  # its share
+    assert allotment(need=20, left=200, later=150, share=144) == (50, 80)  # later phases first
+    assert allotment(need=60, left=200, later=180, share=144) == (60, 90)  # but its own need
+    assert allotment(need=20, left=100, later=0, share=1000) == (100, 100)  # never past left
+
+
+def test_a_hang_is_ended_with_what_it_started(tmp_path):
+    gpu_check = load_script()
+    code = ("import subprocess, sys, time; p = subprocess.Popen(['sleep', '60'], "
+            "start_new_session=True); print(p.pid, flush=True); time.sleep(60)")
+    started = time.time()
+    with open(tmp_path / "log", "w") as log:
+        assert gpu_check.run_bounded([sys.executable, "-c", code], 3, log) is None
+    assert time.time() - started < 20
+    grandchild = int((tmp_path / "log").read_text().split()[0])
+    assert not psutil.pid_exists(grandchild) or \
+        psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_crashing_phase_is_recorded_as_failed(tmp_path):
+    gpu_check = load_script()
+    out, work = tmp_path / "out", tmp_path / "work"
+    out.mkdir()
+    work.mkdir()
+    gpu_check.write_json(out / "summary.json", dict(smoke=True, phases=[]))
+    entry = dict(name="no_such_phase")
+    gpu_check._run_child("no_such_phase", entry, gpu_check.SMOKE, out, work, out / "log",
+                         allot=10, timeout=30)
+    assert entry["status"] == "failed" and "exit status 1" in entry["error"]
