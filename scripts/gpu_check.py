@@ -27,6 +27,19 @@ running phase is killed at its timeout, which never passes the deadline, so the 
 within BUDGET_S + 30 s. OUT (default gpu_results/) gets summary.json, rewritten atomically
 after every phase, and gpu_check.log; the data and run folders go to WORK (default a folder
 in the system's temp dir). Exit status 1 when a phase failed, 2 on bad input.
+
+What it uses of the project where present (the environment phase records which, under
+"interfaces"), and what it does until then:
+- lib.training.train_one_epoch, epoch_draws and make_optimizer: the throughput epochs and the
+  sync-debug check (train_index passed as a device tensor, labels as a float32 device
+  tensor); without them it times lib.training.fit's epochs and records sync_debug
+  "not checked";
+- TrainSettings.compile (prepare_model is expected to compile; if the model it returns is not
+  compiled, the check compiles it) and TrainSettings.tf32 (False for the fp32 configs);
+  lib.training.configure_backends (called when present);
+- lib.sweep --gpus (else the sweep runs with CUDA_VISIBLE_DEVICES=0); attempts.txt lines are
+  reported as they are (they are to name the run's CUDA_VISIBLE_DEVICES);
+- 03_train's parameter tf32 (the fp32 fold passes tf32 False when the notebook has it).
 """
 
 from __future__ import annotations
@@ -355,8 +368,9 @@ def bench_estimate(item, config: Config, measured: dict) -> float:
 
 
 def _figures(summary: dict, name: str) -> dict:
+    """What phase ``name`` measured (also a failed one: its items that ran are there)."""
     phase = next(p for p in summary["phases"] if p["name"] == name)
-    return phase.get("figures", {}) if phase.get("status") == "ok" else {}
+    return phase.get("figures", {})
 
 
 def epoch_seconds(backbone: str, config: Config, summary: dict) -> float:
