@@ -449,7 +449,8 @@ def phase_environment(config, summary, work, deadline, end, record) -> None:
 
     versions = {}
     for package in ("torch", "timm", "numpy", "pandas", "scikit-learn", "papermill", "ipykernel",
-                    "dask", "distributed", "iterative-stratification", "pyyaml", "psutil"):
+                    "dask", "distributed", "iterative-stratification", "lightgbm", "pyyaml",
+                    "psutil"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -467,7 +468,7 @@ def phase_environment(config, summary, work, deadline, end, record) -> None:
                       bf16_supported=torch.cuda.is_bf16_supported(),
                       nvidia_smi=_nvidia_smi("name,driver_version,memory.total,memory.used"))
     missing = [p for p in ("papermill", "ipykernel", "dask", "distributed",
-                           "iterative-stratification") if versions[p] is None]
+                           "iterative-stratification", "lightgbm") if versions[p] is None]
     if missing:
         record.update(missing=missing, hint="install the wheelhouse (README: Offline GPU "
                       "machine); the sweep, precision and hrnet_fold phases need them")
@@ -768,7 +769,7 @@ def _first_int(text: str) -> int | None:
 def _need_packages() -> None:
     import importlib.util
 
-    missing = [m for m in ("papermill", "ipykernel", "distributed", "iterstrat")
+    missing = [m for m in ("papermill", "ipykernel", "distributed", "iterstrat", "lightgbm")
                if importlib.util.find_spec(m) is None]
     if missing:
         raise RuntimeError(f"{', '.join(missing)} not installed: install the wheelhouse "

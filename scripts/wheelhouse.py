@@ -30,11 +30,12 @@ import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# What the GPU check imports besides torch and timm: lib's own needs on the training path,
-# papermill and its kernel (ipykernel), the sweep (dask, distributed), the folds.
+# What the GPU check imports besides torch and timm: lib's own needs on the training path
+# (lightgbm too: 03_train imports lib.inference, which imports lib.feature_models), papermill
+# and its kernel (ipykernel), the sweep (dask, distributed), the folds.
 GPU_CHECK_NEEDS = ["numpy", "pandas", "matplotlib", "scikit-learn", "iterative-stratification",
-                   "pyyaml", "tqdm", "psutil", "papermill", "ipykernel", "nbformat", "dask",
-                   "distributed"]
+                   "lightgbm", "pyyaml", "tqdm", "psutil", "papermill", "ipykernel", "nbformat",
+                   "dask", "distributed"]
 NEVER_CARRIED = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*)$")
 # Python packages of the lent GPU machine's image ('cuda', KINDS.md, read 2026-11-17); left
 # out only when the wheelhouse would not fit otherwise.
