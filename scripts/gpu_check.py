@@ -566,7 +566,7 @@ def bench_one(spec: dict) -> int:
     project_compiles = spec["compiled"] and "compile" in fields and not spec["smoke"]
     if "compile" in fields:
         options["compile"] = project_compiles
-    if "tf32" in fields:
+    if "tf32" in fields and not spec["amp"]:
         options["tf32"] = False  # fp32 is the original's fp32, not TF32
     settings = TrainSettings(**options)
     if hasattr(training, "configure_backends"):
