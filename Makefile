@@ -28,7 +28,7 @@ EXECUTED = $(REPORTS)/notebooks
 LIB = $(wildcard lib/*.py)
 PAPERMILL = $(BIN)/papermill --kernel python3 --log-level WARNING
 
-.PHONY: setup data demo report test lint lab clean FORCE
+.PHONY: setup data demo report test lint lab clean wheelhouse FORCE
 
 setup: $(STAMP)
 
@@ -99,6 +99,16 @@ lint: setup
 
 lab: setup
 	$(BIN)/jupyter lab notebooks
+
+# Wheels for an offline GPU machine that has its own torch and timm (README: Offline GPU
+# machine): what scripts/gpu_check.py needs besides them, for another Python and platform.
+WHEEL_PYTHON ?= 3.12
+WHEEL_PLATFORM ?= manylinux_2_28_x86_64
+WHEELHOUSE ?= wheelhouse
+WHEELHOUSE_MAX_MIB ?= 56
+wheelhouse:
+	$(PYTHON) scripts/wheelhouse.py --python-version $(WHEEL_PYTHON) --platform $(WHEEL_PLATFORM) \
+	  --dest $(WHEELHOUSE) --max-mib $(WHEELHOUSE_MAX_MIB)
 
 clean:
 	rm -rf $(REPORTS) $(CACHE_DIR)/$(DATASET)
