@@ -14,11 +14,14 @@ from lib.training import (
     DeviceImages,
     NonFiniteLossError,
     TrainSettings,
+    configure_backends,
+    epoch_draws,
     fit,
     intensity_transform,
     lr_factor,
     mixup,
     normalize_axis,
+    precision,
     predict_logits,
     smooth_labels,
     time_warp,
@@ -186,3 +189,92 @@ def test_settings_are_checked():
         TrainSettings(mixup_prob=2)
     with pytest.raises(ValueError, match="time_warp"):
         TrainSettings(time_warp=-0.1)
+
+
+@pytest.mark.parametrize("mixup_prob, warp", [(0.5, 0.2), (0.5, 0.0), (0.0, 0.2), (0.0, 0.0)])
+def test_epoch_draws_are_the_step_by_step_draws_of_the_reference_order(mixup_prob, warp):
+    """All of an epoch's draws made up front equal the draws made step by step in the old
+    order (permutation; per step partners, mixed, fractions, then warps), and leave the
+    generator where the old order left it (the next epoch draws the same too)."""
+    n_train, batch_size = 30, 8
+    settings = TrainSettings(mixup_prob=mixup_prob, time_warp=warp, batch_size=batch_size)
+    upfront = torch.Generator().manual_seed(7)
+    draws = [epoch_draws(n_train, 3, settings, upfront) for _ in range(2)]
+    stepwise = torch.Generator().manual_seed(7)
+    for epoch in draws:
+        order = torch.randperm(n_train, generator=stepwise)
+        for step in range(3):
+            batch = order[step * batch_size:(step + 1) * batch_size]
+            assert torch.equal(epoch.batches[step], batch)
+            if mixup_prob > 0:
+                assert torch.equal(epoch.partners[step],
+                                   torch.randint(n_train, (batch_size,), generator=stepwise))
+                assert torch.equal(epoch.mixed[step],
+                                   torch.rand(batch_size, generator=stepwise) < mixup_prob)
+                assert torch.equal(epoch.fractions[step],
+                                   0.4 + 0.2 * torch.rand(batch_size, generator=stepwise))
+            if warp > 0:
+                assert torch.equal(epoch.warps[step],
+                                   warp_exponents(batch_size, warp, stepwise))
+        assert (epoch.partners is None) == (mixup_prob == 0)
+        assert (epoch.warps is None) == (warp == 0)
+    assert torch.equal(torch.rand(4, generator=upfront), torch.rand(4, generator=stepwise))
+    assert epoch.batches.shape == (3, batch_size) and epoch.batches.dtype == torch.int64
+    moved = epoch.to(torch.device("cpu"))
+    assert torch.equal(moved.batches, epoch.batches)
+
+
+@pytest.mark.parametrize("capability, amp, tf32, expected", [
+    ((9, 0), True, False, "bf16"),
+    ((9, 0), True, True, "bf16"),
+    ((9, 0), False, False, "fp32"),
+    ((9, 0), False, True, "tf32"),
+    ((8, 0), True, False, "bf16"),
+    ((8, 0), False, True, "tf32"),
+    ((8, 0), False, False, "fp32"),
+    ((7, 0), False, True, "fp32"),  # no TF32 before Ampere
+    ((7, 0), False, False, "fp32"),
+])
+def test_precision_follows_settings_and_gpu(capability, amp, tf32, expected):
+    settings = TrainSettings(amp=amp, tf32=tf32)
+    assert precision(torch.device("cuda"), settings, capability) == expected
+    assert precision(torch.device("cpu"), settings) == "fp32"
+
+
+def test_amp_on_a_gpu_without_bf16_computes_in_fp32_and_warns():
+    with pytest.warns(UserWarning, match="compute capability 8.0 or newer; this one has 7.0"):
+        assert precision(torch.device("cuda:0"), TrainSettings(amp=True, tf32=True),
+                         (7, 0)) == "fp32"
+
+
+def _tf32_flags() -> tuple:
+    """(matmul, cuDNN convolution) TF32 switches, read through the API torch prefers."""
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        return (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+@pytest.fixture
+def restore_backends():
+    new_api = hasattr(torch.backends.cuda.matmul, "fp32_precision")
+    saved, benchmark = _tf32_flags(), torch.backends.cudnn.benchmark
+    yield "ieee" if new_api else False, "tf32" if new_api else True
+    if new_api:
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = saved
+    else:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    torch.backends.cudnn.benchmark = benchmark
+
+
+def test_configure_backends_makes_fp32_true_fp32_unless_tf32_is_asked(restore_backends):
+    off, on = restore_backends
+    torch.backends.cudnn.benchmark = False
+    configure_backends(torch.device("cpu"), TrainSettings(tf32=True))
+    assert torch.backends.cudnn.benchmark is False  # nothing changes off CUDA
+    configure_backends(torch.device("cuda"), TrainSettings(amp=False))
+    assert _tf32_flags() == (off, off)  # cuDNN's default would have been TF32
+    assert torch.backends.cudnn.benchmark is True
+    configure_backends(torch.device("cuda:0"), TrainSettings(amp=False, tf32=True))
+    assert _tf32_flags() == (on, on)
+    configure_backends(torch.device("cuda"), TrainSettings(amp=True))
+    assert _tf32_flags() == (off, off)
