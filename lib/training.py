@@ -271,26 +271,19 @@ def precision(device: torch.device, settings: TrainSettings,
 
 
 def configure_backends(device: torch.device, settings: TrainSettings) -> None:
-    """On CUDA: cudnn.benchmark on (the shapes are few and fixed) and TF32 for fp32 matmuls
-    and convolutions only when settings.tf32 asks (cuDNN allows it by default, so without
-    this even amp=False would not be true fp32). Nothing on other devices."""
+    """On CUDA: cudnn.benchmark on (the shapes are few and fixed), and TF32 for fp32 matmuls
+    and cuDNN convolutions only when settings.tf32 asks (cuDNN allows it by default, so without
+    this even amp=False would not be true fp32). Nothing on other devices.
+
+    The allow_tf32 flags work without warnings from torch 2.4 to 2.14; torch 2.9+ also has
+    fp32_precision settings, but mixing the two is an error there, and torch's own inductor
+    still reads cudnn.allow_tf32, which fails after only the new settings have been set.
+    """
     if device.type != "cuda":
         return
     torch.backends.cudnn.benchmark = True
-    _set_tf32(settings.tf32)
-
-
-def _set_tf32(enabled: bool) -> None:
-    """TF32 on or off for CUDA matmuls and cuDNN convolutions, through the fp32_precision
-    settings where torch has them (2.9+, where mixing them with the older allow_tf32 flags is
-    an error), else through allow_tf32."""
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
-        mode = "tf32" if enabled else "ieee"
-        torch.backends.cuda.matmul.fp32_precision = mode
-        torch.backends.cudnn.conv.fp32_precision = mode
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = enabled
-        torch.backends.cudnn.allow_tf32 = enabled
+    torch.backends.cuda.matmul.allow_tf32 = settings.tf32
+    torch.backends.cudnn.allow_tf32 = settings.tf32
 
 
 def _autocast(device: torch.device, mode: str):

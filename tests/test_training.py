@@ -247,34 +247,31 @@ def test_amp_on_a_gpu_without_bf16_computes_in_fp32_and_warns():
                          (7, 0)) == "fp32"
 
 
-def _tf32_flags() -> tuple:
-    """(matmul, cuDNN convolution) TF32 switches, read through the API torch prefers."""
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
-        return (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+@pytest.fixture
+def restore_backends():
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.backends.cudnn.benchmark)
+    yield
+    (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+     torch.backends.cudnn.benchmark) = saved
+
+
+def _tf32_flags() -> tuple[bool, bool]:
     return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
 
 
-@pytest.fixture
-def restore_backends():
-    new_api = hasattr(torch.backends.cuda.matmul, "fp32_precision")
-    saved, benchmark = _tf32_flags(), torch.backends.cudnn.benchmark
-    yield "ieee" if new_api else False, "tf32" if new_api else True
-    if new_api:
-        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = saved
-    else:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-    torch.backends.cudnn.benchmark = benchmark
-
-
-def test_configure_backends_makes_fp32_true_fp32_unless_tf32_is_asked(restore_backends):
-    off, on = restore_backends
+@pytest.mark.usefixtures("restore_backends")
+def test_configure_backends_makes_fp32_true_fp32_unless_tf32_is_asked():
     torch.backends.cudnn.benchmark = False
     configure_backends(torch.device("cpu"), TrainSettings(tf32=True))
     assert torch.backends.cudnn.benchmark is False  # nothing changes off CUDA
+    torch.backends.cudnn.allow_tf32 = True  # cuDNN's default
     configure_backends(torch.device("cuda"), TrainSettings(amp=False))
-    assert _tf32_flags() == (off, off)  # cuDNN's default would have been TF32
+    assert _tf32_flags() == (False, False)
     assert torch.backends.cudnn.benchmark is True
     configure_backends(torch.device("cuda:0"), TrainSettings(amp=False, tf32=True))
-    assert _tf32_flags() == (on, on)
+    assert _tf32_flags() == (True, True)
+    assert torch.get_float32_matmul_precision() == "high"  # what torch makes of it
     configure_backends(torch.device("cuda"), TrainSettings(amp=True))
-    assert _tf32_flags() == (off, off)
+    assert _tf32_flags() == (False, False)
+    assert torch.get_float32_matmul_precision() == "highest"
