@@ -40,7 +40,7 @@ class TrainSettings:
     amp: bool = True  # bf16 autocast, CUDA with compute capability >= 8.0 only
     tf32: bool = False  # let CUDA fp32 matmuls and convolutions use TF32 (else true fp32)
     channels_last: bool = True  # CUDA only
-    compile: bool = False  # torch.compile the model's forward (one graph per time width)
+    compile: bool = False  # torch.compile the training forward (one graph per time width)
 
     def __post_init__(self):
         if self.norm not in NORMS:
@@ -436,11 +436,20 @@ def prepare_model(model: nn.Module, device: torch.device, settings: TrainSetting
 
 
 def compile_widths(model: nn.Module) -> None:
-    """Replace the GcmsNet's forward_width by its torch.compile'd version, in place (the
-    state_dict keys stay as they are). The width is picked in plain Python outside the graph;
-    dynamo specialises on it first and, at the second width, recompiles once with the time
-    size dynamic; eval mode and its batch sizes add a graph or two."""
-    model.forward_width = torch.compile(model.forward_width)
+    """torch.compile the GcmsNet's training forward, in place (the state_dict keys stay).
+
+    dynamic=False: one graph per time width (5), each made when the width first comes up,
+    within dynamo's recompile limit (8) and none after. The eval forward stays eager: it
+    would need a graph per width, batch size and grad mode (automatic dynamic shapes did not
+    help: guards on the width made still more graphs).
+    """
+    eager = model.forward_width
+    compiled = torch.compile(eager, dynamic=False)
+
+    def forward_width(x: torch.Tensor, width: int) -> torch.Tensor:
+        return compiled(x, width) if model.training else eager(x, width)
+
+    model.forward_width = forward_width
 
 
 def _bar(iterable, desc: str):

@@ -23,6 +23,7 @@ from lib.training import (
     normalize_axis,
     precision,
     predict_logits,
+    prepare_model,
     smooth_labels,
     time_warp,
     two_channel,
@@ -275,3 +276,18 @@ def test_configure_backends_makes_fp32_true_fp32_unless_tf32_is_asked():
     configure_backends(torch.device("cuda"), TrainSettings(amp=True))
     assert _tf32_flags() == (False, False)
     assert torch.get_float32_matmul_precision() == "highest"
+
+
+def test_compiled_model_keeps_its_checkpoint_keys_and_eval_forward():
+    """compile=True wraps the training forward only (compilation happens at the first
+    training call): the state_dict a checkpoint saves and the eval logits are unchanged."""
+    torch.manual_seed(0)
+    plain = build_model(TINY, "cls3", m_bins=64).eval()
+    compiled = build_model(TINY, "cls3", m_bins=64)
+    compiled.load_state_dict(plain.state_dict())
+    compiled = prepare_model(compiled, torch.device("cpu"), TrainSettings(compile=True)).eval()
+    assert list(compiled.state_dict()) == list(plain.state_dict())
+    assert "forward_width" in vars(compiled) and "forward_width" not in vars(plain)
+    x = torch.rand(2, 2, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(compiled(x), plain(x))
