@@ -19,6 +19,7 @@ from lib.training import (
     fit,
     intensity_transform,
     lr_factor,
+    make_optimizer,
     mixup,
     normalize_axis,
     precision,
@@ -26,6 +27,7 @@ from lib.training import (
     prepare_model,
     smooth_labels,
     time_warp,
+    train_one_epoch,
     two_channel,
     warp_exponents,
 )
@@ -122,14 +124,14 @@ def test_fit_with_time_warp_off_draws_nothing_extra_and_on_changes_training():
     assert np.isfinite(on.oof_logits).all()
 
 
-def toy_problem(n: int = 40, seed: int = 0):
+def toy_problem(n: int = 40, seed: int = 0, device: str = "cpu"):
     """Images where label 0 is a bright mass row: learnable in a few epochs."""
     rng = np.random.default_rng(seed)
     images = rng.random((n, 64, 96)).astype(np.float32) * 0.01
     labels = (rng.random((n, 9)) < 0.3).astype(np.float32)
     images[labels[:, 0] == 1, 20, :] = 1.0
     images /= images.max(axis=(1, 2), keepdims=True)
-    return DeviceImages(images, rng.integers(0, 2, n), torch.device("cpu")), labels
+    return DeviceImages(images, rng.integers(0, 2, n), torch.device(device)), labels
 
 
 def run_fit(seed: int = 0, epochs: int = 3, mixup_prob: float = 0.5, model=None,
@@ -291,3 +293,28 @@ def test_compiled_model_keeps_its_checkpoint_keys_and_eval_forward():
     x = torch.rand(2, 2, 64, 96)
     with torch.no_grad():
         assert torch.equal(compiled(x), plain(x))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_training_epoch_never_waits_on_the_host():
+    """torch's sync debug mode turns every host-device synchronisation into an error; the
+    first epoch (cuDNN benchmarking, allocator warm-up) runs outside it."""
+    device = torch.device("cuda")
+    data, labels = toy_problem(device="cuda")
+    settings = TrainSettings(mixup_prob=0.5, time_warp=0.2, epochs=2, batch_size=8)
+    configure_backends(device, settings)
+    model = prepare_model(build_model(TINY, "cls3", m_bins=64), device, settings)
+    optimizer, scheduler = make_optimizer(model, settings, 3, device)
+    train_index = torch.arange(30, device=device)
+    train_labels = torch.as_tensor(labels[:30], device=device)
+    generator = torch.Generator().manual_seed(0)
+    for debug_mode in ("default", "error"):
+        draws = epoch_draws(30, 3, settings, generator).to(device)
+        torch.cuda.set_sync_debug_mode(debug_mode)
+        try:
+            loss_sum = train_one_epoch(model, data, optimizer, scheduler, draws, train_index,
+                                       train_labels, settings)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert loss_sum.shape == () and loss_sum.device.type == "cuda"
+    assert math.isfinite(float(loss_sum))
