@@ -3,6 +3,8 @@ is a CNN (TTA forward), one holding a feature model file is a feature-based mode
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +14,62 @@ from lib.ensemble import sigmoid
 from lib.feature_models import FEATURE_MODEL, load_feature_model, predict_feature_logits
 from lib.features import image_features
 from lib.models import build_model
-from lib.runs import CHECKPOINT, is_done, load_checkpoint, model_key
-from lib.training import DeviceImages, TrainSettings, predict_logits
+from lib.runs import CHECKPOINT, METRICS, is_done, load_checkpoint, model_key, read_metrics
+from lib.training import DeviceImages, TrainSettings, configure_backends, predict_logits
+
+PRECISION_SETTINGS = {"bf16": dict(amp=True, tf32=False), "tf32": dict(amp=False, tf32=True),
+                      "fp32": dict(amp=False, tf32=False)}
+
+
+class DeviceError(RuntimeError):
+    """The device asked for cannot be had; a run stops here instead of falling back."""
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """"auto": CUDA when present, else CPU; otherwise the named device."""
+    """"auto": CUDA when usable, else CPU (interactive use). "cuda" or "cuda:N": that GPU, or
+    DeviceError saying what was asked, on which host, and why it cannot be had; never a
+    fallback. Anything else ("cpu", ...): the named device."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    picked = torch.device(device)
+    if picked.type == "cuda":
+        problem = cuda_problem(picked.index, cuda_version=torch.version.cuda,
+                               n_gpus=torch.cuda.device_count() if torch.cuda.is_available()
+                               else 0, visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
+        if problem:
+            raise DeviceError(f"device {device!r} was asked for on {socket.gethostname()}, "
+                              f"but {problem}")
+    return picked
+
+
+def cuda_problem(index: int | None, *, cuda_version: str | None, n_gpus: int,
+                 visible: str | None) -> str | None:
+    """Why GPU ``index`` (None: any) cannot be used, or None when it can. cuda_version: torch's
+    (torch.version.cuda; None for a CPU-only build); n_gpus: the GPUs torch can use; visible:
+    CUDA_VISIBLE_DEVICES (None when unset)."""
+    mask = (f"CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None
+            else "CUDA_VISIBLE_DEVICES is not set")
+    if cuda_version is None:
+        return (f"this torch {torch.__version__} is built without CUDA (torch.version.cuda "
+                f"is None): install a CUDA build of torch")
+    if n_gpus == 0:
+        return (f"no GPU is visible to torch (CUDA {cuda_version}; {mask}; does nvidia-smi "
+                f"see a GPU and a working driver?)")
+    if index is not None and index >= n_gpus:
+        return (f"torch sees {n_gpus} GPU{'s' if n_gpus > 1 else ''} (cuda:0 to "
+                f"cuda:{n_gpus - 1}; {mask})")
+    return None
+
+
+def run_precision(run_dir: Path) -> str:
+    """The precision a finished run trained in (its metrics.json "precision": "bf16", "tf32"
+    or "fp32"); "fp32" for runs that did not record one."""
+    path = Path(run_dir) / METRICS
+    recorded = read_metrics(run_dir).get("precision", "fp32") if path.is_file() else "fp32"
+    if recorded not in PRECISION_SETTINGS:
+        raise ValueError(f"{path}: unknown precision {recorded!r}, expected one of "
+                         f"{list(PRECISION_SETTINGS)}")
+    return recorded
 
 
 def run_config(run_dir: Path) -> dict:
@@ -47,11 +96,11 @@ def load_run_model(run_dir: Path, device: torch.device) -> tuple[torch.nn.Module
 
 
 def predict_runs(run_dirs: list[Path], images: np.ndarray, derivatized: np.ndarray, *,
-                 device: torch.device, batch_size: int = 32, amp: bool = True
-                 ) -> dict[str, np.ndarray]:
+                 device: torch.device, batch_size: int = 32) -> dict[str, np.ndarray]:
     """Mean over each model's folds of the probabilities, per model (see model_key): TTA
-    logits of the CNN runs, feature-model logits of the feature runs (lib.features of the same
-    images).
+    logits of the CNN runs, each in the precision it trained in (see run_precision; bf16
+    and TF32 where the device has them), feature-model logits of the feature runs
+    (lib.features of the same images).
 
     images: (N, m, t) single-channel images (an image cache's ``images``); derivatized (N,).
     Returns {model key: (N, 9) float32 probabilities}. Every run must match the images'
@@ -64,18 +113,19 @@ def predict_runs(run_dirs: list[Path], images: np.ndarray, derivatized: np.ndarr
         if (Path(run_dir) / FEATURE_MODEL).is_file():
             logits = _feature_run_logits(Path(run_dir), images, derivatized, features)
         else:
-            logits = _cnn_run_logits(Path(run_dir), data, device, batch_size, amp)
+            logits = _cnn_run_logits(Path(run_dir), data, device, batch_size)
         per_model.setdefault(model_key(run_dir), []).append(sigmoid(logits))
     return {key: np.mean(probs, axis=0).astype(np.float32) for key, probs in per_model.items()}
 
 
-
-def _cnn_run_logits(run_dir: Path, data: DeviceImages, device: torch.device, batch_size: int,
-                    amp: bool) -> np.ndarray:
+def _cnn_run_logits(run_dir: Path, data: DeviceImages, device: torch.device,
+                    batch_size: int) -> np.ndarray:
     model, config = load_run_model(run_dir, device)
     _check_size(run_dir, config, tuple(data.images.shape[1:]))
     settings = TrainSettings(norm=config["norm"], transform=config["transform"],
-                             eval_batch_size=batch_size, amp=amp, channels_last=False)
+                             eval_batch_size=batch_size, channels_last=False,
+                             **PRECISION_SETTINGS[run_precision(run_dir)])
+    configure_backends(device, settings)
     return predict_logits(model, data, np.arange(len(data.images)), settings)
 
 

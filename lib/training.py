@@ -1,13 +1,16 @@
 """Fit one model on one fold (method.md section 5), fast: the run's cached images live on the
 device, a batch is an index selection, and norm, mixup, time warp, transform and width resizing
-run batched on the device. The same code runs on CPU (tests, demo) and CUDA (bf16, channels_last).
+run batched on the device. Each epoch's random draws are made on the CPU and sent to the device
+in one copy, so a training step never waits on the host. The same code runs on CPU (tests, demo)
+and CUDA (bf16 where the GPU has it, channels_last, fused AdamW, optionally TF32 or compiled).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -34,8 +37,10 @@ class TrainSettings:
     eval_batch_size: int = 32
     grad_clip: float = 64.0
     label_smoothing: float = 0.01
-    amp: bool = True  # bf16 autocast, CUDA only
+    amp: bool = True  # bf16 autocast, CUDA with compute capability >= 8.0 only
+    tf32: bool = False  # let CUDA fp32 matmuls and convolutions use TF32 (else true fp32)
     channels_last: bool = True  # CUDA only
+    compile: bool = False  # torch.compile the training forward (one graph per time width)
 
     def __post_init__(self):
         if self.norm not in NORMS:
@@ -184,22 +189,180 @@ class DeviceImages:
         return intensity_transform(self.normed(index, norm), transform)
 
 
+# ---- one epoch's random draws ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EpochDraws:
+    """Every value one training epoch draws from the fit's generator, made up front.
+
+    batches: (steps, B) int64 positions in the training set (a random permutation, cut into
+    full batches); partners: (steps, B) int64 mixup partner positions, mixed: (steps, B) bool,
+    fractions: (steps, B) float32 in [0.4, 0.6] (all three None without mixup); warps: (steps,
+    B) float32 time-warp exponents (None without time warp).
+    """
+
+    batches: torch.Tensor
+    partners: torch.Tensor | None = None
+    mixed: torch.Tensor | None = None
+    fractions: torch.Tensor | None = None
+    warps: torch.Tensor | None = None
+
+    def to(self, device: torch.device) -> EpochDraws:
+        """The same draws on ``device``: one copy per tensor; on CUDA from pinned memory and
+        without blocking the host."""
+        pinned = device.type == "cuda"
+        return EpochDraws(**{f.name: _to(getattr(self, f.name), device, pinned)
+                             for f in fields(self)})
+
+
+def _to(tensor: torch.Tensor | None, device: torch.device, pinned: bool) -> torch.Tensor | None:
+    if tensor is None:
+        return None
+    if pinned:  # pin_memory() needs CUDA
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def epoch_draws(n_train: int, steps_per_epoch: int, settings: TrainSettings,
+                generator: torch.Generator) -> EpochDraws:
+    """One epoch's draws from ``generator`` (CPU), in the reference's order: the permutation
+    of the n_train samples first, then per step the mixup partners, mixed flags and fractions
+    (only when mixup_prob > 0) and the time-warp exponents (only when time_warp > 0). The
+    stream, and so every value, is the same as drawing step by step during the epoch."""
+    batch_size = settings.batch_size
+    order = torch.randperm(n_train, generator=generator)
+    batches = order[:steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
+    partners, mixed, fractions, warps = [], [], [], []
+    for _ in range(steps_per_epoch):
+        if settings.mixup_prob > 0:
+            partners.append(torch.randint(n_train, (batch_size,), generator=generator))
+            mixed.append(torch.rand(batch_size, generator=generator) < settings.mixup_prob)
+            fractions.append(0.4 + 0.2 * torch.rand(batch_size, generator=generator))
+        if settings.time_warp > 0:  # no draw when off: the reference's random stream
+            warps.append(warp_exponents(batch_size, settings.time_warp, generator))
+    stacked = [torch.stack(values) if values else None
+               for values in (partners, mixed, fractions, warps)]
+    return EpochDraws(batches, *stacked)
+
+
+# ---- precision and backends ------------------------------------------------------------------
+
+def precision(device: torch.device, settings: TrainSettings,
+              capability: tuple[int, int] | None = None) -> str:
+    """What a fit on ``device`` computes in, as recorded in metrics.json: "bf16" (autocast;
+    the head stays fp32), "tf32" (fp32 with TF32 matmuls and convolutions) or "fp32".
+
+    capability: the GPU's (major, minor) compute capability; None asks torch when ``device``
+    is CUDA. bf16 and TF32 need 8.0 (Ampere) or newer; amp on an older GPU computes in fp32,
+    with a warning. On the CPU everything is fp32.
+    """
+    if device.type != "cuda":
+        return "fp32"
+    if capability is None:
+        capability = torch.cuda.get_device_capability(device)
+    ampere = tuple(capability) >= (8, 0)
+    if settings.amp and not ampere:
+        warnings.warn(f"bf16 autocast needs a GPU of compute capability 8.0 or newer; this "
+                      f"one has {capability[0]}.{capability[1]}: computing in fp32",
+                      stacklevel=2)
+    if settings.amp and ampere:
+        return "bf16"
+    return "tf32" if settings.tf32 and ampere else "fp32"
+
+
+def configure_backends(device: torch.device, settings: TrainSettings) -> None:
+    """On CUDA: cudnn.benchmark on (the shapes are few and fixed), and TF32 for fp32 matmuls
+    and cuDNN convolutions only when settings.tf32 asks (cuDNN allows it by default, so without
+    this even amp=False would not be true fp32). Nothing on other devices.
+
+    The allow_tf32 flags work without warnings from torch 2.4 to 2.14; torch 2.9+ also has
+    fp32_precision settings, but mixing the two is an error there, and torch's own inductor
+    still reads cudnn.allow_tf32, which fails after only the new settings have been set.
+    """
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = settings.tf32
+    torch.backends.cudnn.allow_tf32 = settings.tf32
+
+
+def _autocast(device: torch.device, mode: str):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=mode == "bf16")
+
+
 # ---- fit and predict -------------------------------------------------------------------------
 
 def predict_logits(model: nn.Module, data: DeviceImages, index: np.ndarray,
                    settings: TrainSettings) -> np.ndarray:
-    """Eval-mode (TTA) logits (n, 9) float32 for the samples at ``index`` (n,)."""
+    """Eval-mode (TTA) logits (n, 9) float32 for the samples at ``index`` (n,). The batches'
+    logits stay on the device and come back in one copy at the end."""
     model.eval()
+    if len(index) == 0:
+        return np.zeros((0, N_LABELS), dtype=np.float32)
+    mode = precision(data.device, settings)
+    index_t = torch.as_tensor(index).to(data.device)
     out = []
     with torch.no_grad():
         for start in range(0, len(index), settings.eval_batch_size):
-            batch = torch.as_tensor(index[start:start + settings.eval_batch_size])
+            batch = index_t[start:start + settings.eval_batch_size]
             x = data.model_input(batch, settings.norm, settings.transform)
-            with _autocast(data.device, settings):
-                out.append(model(x).float().cpu())
-    if not out:
-        return np.zeros((0, N_LABELS), dtype=np.float32)
-    return torch.cat(out).numpy()
+            with _autocast(data.device, mode):
+                out.append(model(x).float())
+    return torch.cat(out).cpu().numpy()
+
+
+def make_optimizer(model: nn.Module, settings: TrainSettings, steps_per_epoch: int,
+                   device: torch.device):
+    """(AdamW, LambdaLR stepped once per optimizer step: linear warm-up, then cosine to 0).
+    On CUDA the fused AdamW (one kernel for all parameters); elsewhere the default one."""
+    total_steps = steps_per_epoch * settings.epochs
+    warmup_steps = round(steps_per_epoch * settings.warmup_epochs)
+    fused = dict(fused=True) if device.type == "cuda" else {}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr,
+                                  weight_decay=settings.weight_decay, **fused)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, warmup_steps, total_steps))
+    return optimizer, scheduler
+
+
+def train_one_epoch(model: nn.Module, data: DeviceImages, optimizer: torch.optim.Optimizer,
+                    scheduler, draws: EpochDraws, train_index: torch.Tensor,
+                    train_labels: torch.Tensor, settings: TrainSettings, *,
+                    progress: str = "") -> torch.Tensor:
+    """One pass over draws.batches: mixup, time warp, transform, forward, backward, clip,
+    step. Returns the 0-dim sum of the step losses, on the device.
+
+    draws, train_index (n_train,) rows of ``data`` and train_labels (n_train, 9) float32 are
+    on data.device. Nothing here waits for the device (no .item(), no host copies, no
+    data-dependent shapes), so on CUDA the host queues steps ahead of the GPU. progress: a
+    tqdm bar with this label (empty: none).
+    """
+    model.train()
+    device = data.device
+    mode = precision(device, settings)
+    loss_sum = torch.zeros((), device=device)
+    for step in _bar(range(len(draws.batches)), progress):
+        batch = draws.batches[step]
+        x = data.normed(train_index[batch], settings.norm)
+        labels = train_labels[batch]
+        if draws.partners is not None:
+            partners = draws.partners[step]
+            x, labels = mixup(x, labels, data.normed(train_index[partners], settings.norm),
+                              train_labels[partners], draws.mixed[step], draws.fractions[step])
+        if draws.warps is not None:
+            x = time_warp(x, draws.warps[step])
+        x = intensity_transform(x, settings.transform)
+        targets = smooth_labels(labels, settings.label_smoothing)
+        with _autocast(device, mode):
+            logits = model(x)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach()
+    return loss_sum
 
 
 def fit(model: nn.Module, data: DeviceImages, *, train_index: np.ndarray,
@@ -220,45 +383,20 @@ def fit(model: nn.Module, data: DeviceImages, *, train_index: np.ndarray,
     if steps_per_epoch == 0:
         raise ValueError(f"{len(train_index)} training samples make no full batch of "
                          f"{settings.batch_size}")
-    total_steps = steps_per_epoch * settings.epochs
-    warmup_steps = round(steps_per_epoch * settings.warmup_epochs)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr,
-                                  weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, warmup_steps, total_steps))
     device = data.device
-    train_index_t = torch.as_tensor(train_index)
+    optimizer, scheduler = make_optimizer(model, settings, steps_per_epoch, device)
+    train_index_t = torch.as_tensor(train_index).to(device)
     train_labels_t = torch.as_tensor(train_labels, dtype=torch.float32).to(device)
     result = FitResult()
 
     for epoch in range(settings.epochs):
-        model.train()
         started = time.perf_counter()
         lr_at_start = optimizer.param_groups[0]["lr"]
-        order = torch.randperm(len(train_index), generator=generator)
-        loss_sum = torch.zeros((), device=device)
-        bar = _bar(range(steps_per_epoch), progress, f"epoch {epoch + 1}/{settings.epochs}")
-        for step in bar:
-            batch = order[step * settings.batch_size:(step + 1) * settings.batch_size]
-            x = data.normed(train_index_t[batch], settings.norm)
-            labels = train_labels_t[batch.to(device)]
-            if settings.mixup_prob > 0:
-                x, labels = _mix_batch(data, x, labels, train_index_t, train_labels_t,
-                                       settings, generator)
-            if settings.time_warp > 0:  # no draw when off: the reference's random stream
-                x = time_warp(x, warp_exponents(x.shape[0], settings.time_warp, generator))
-            x = intensity_transform(x, settings.transform)
-            targets = smooth_labels(labels, settings.label_smoothing)
-            with _autocast(device, settings):
-                logits = model(x)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach()
-        train_loss = float(loss_sum) / steps_per_epoch
+        draws = epoch_draws(len(train_index), steps_per_epoch, settings, generator).to(device)
+        loss_sum = train_one_epoch(
+            model, data, optimizer, scheduler, draws, train_index_t, train_labels_t, settings,
+            progress=f"epoch {epoch + 1}/{settings.epochs}" if progress else "")
+        train_loss = float(loss_sum) / steps_per_epoch  # the epoch's one wait for the device
         if not math.isfinite(train_loss):
             raise NonFiniteLossError(f"epoch {epoch + 1}: training loss is {train_loss}")
         train_seconds = time.perf_counter() - started
@@ -285,41 +423,38 @@ def fit(model: nn.Module, data: DeviceImages, *, train_index: np.ndarray,
     return result
 
 
-def _mix_batch(data, x, labels, train_index_t, train_labels_t, settings, generator):
-    size = x.shape[0]
-    partner = torch.randint(len(train_index_t), (size,), generator=generator)
-    mixed = torch.rand(size, generator=generator) < settings.mixup_prob
-    fraction = 0.4 + 0.2 * torch.rand(size, generator=generator)
-    partner_x = data.normed(train_index_t[partner], settings.norm)
-    device = data.device
-    return mixup(x, labels, partner_x, train_labels_t[partner.to(device)], mixed.to(device),
-                 fraction.to(device))
-
-
-def precision(device: torch.device, settings: TrainSettings) -> str:
-    """What a fit on ``device`` computes in: "bf16" (autocast, CUDA with amp; the head stays
-    fp32) or "fp32". Recorded in metrics.json."""
-    return "bf16" if settings.amp and device.type == "cuda" else "fp32"
-
-
-def _autocast(device: torch.device, settings: TrainSettings):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                          enabled=precision(device, settings) == "bf16")
-
-
 def prepare_model(model: nn.Module, device: torch.device, settings: TrainSettings) -> nn.Module:
-    """Move the model to the device; on CUDA switch to channels_last when asked."""
+    """Move the model to the device; on CUDA switch to channels_last when asked; compile its
+    per-width forward when asked (see compile_widths)."""
     model = model.to(device)
     if settings.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         model.channels_last = True
+    if settings.compile:
+        compile_widths(model)
     return model
 
 
-def _bar(iterable, enabled: bool, desc: str):
-    if not enabled:
+def compile_widths(model: nn.Module) -> None:
+    """torch.compile the GcmsNet's training forward, in place (the state_dict keys stay).
+
+    dynamic=False: one graph per time width (5), each made when the width first comes up,
+    within dynamo's recompile limit (8) and none after. The eval forward stays eager: it
+    would need a graph per width, batch size and grad mode (automatic dynamic shapes did not
+    help: guards on the width made still more graphs).
+    """
+    eager = model.forward_width
+    compiled = torch.compile(eager, dynamic=False)
+
+    def forward_width(x: torch.Tensor, width: int) -> torch.Tensor:
+        return compiled(x, width) if model.training else eager(x, width)
+
+    model.forward_width = forward_width
+
+
+def _bar(iterable, desc: str):
+    if not desc:
         return iterable
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, leave=False)
-

@@ -3,9 +3,11 @@
 
     python scripts/bench_training.py --backbone resnet34 --head cls3 --device auto
     python scripts/bench_training.py --backbone hrnet_w64 --no-amp --no-channels-last
+    python scripts/bench_training.py --backbone resnet34 --compile
 
 Prints one JSON line: training samples/s (the last epoch, after warm-up), inference samples/s
-(eval forward = five time widths), and the settings.
+(eval forward = five time widths), the first epoch's seconds (training + OOF eval; with
+--compile it holds the compilation), the graphs torch.compile made, and the settings.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ import torch
 
 from lib.inference import pick_device
 from lib.models import build_model
-from lib.training import DeviceImages, TrainSettings, fit, predict_logits, prepare_model
+from lib.training import (
+    DeviceImages,
+    TrainSettings,
+    configure_backends,
+    fit,
+    precision,
+    predict_logits,
+    prepare_model,
+)
 
 
 def main() -> None:
@@ -35,6 +45,8 @@ def main() -> None:
     parser.add_argument("--t-bins", type=int, default=192)
     parser.add_argument("--no-amp", dest="amp", action="store_false")
     parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    parser.add_argument("--tf32", action="store_true", help="TF32 for fp32 work on CUDA")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     args = parser.parse_args()
 
     device = pick_device(args.device)
@@ -46,8 +58,9 @@ def main() -> None:
     data = DeviceImages(images, rng.integers(0, 2, n), device)
     settings = TrainSettings(norm="mass", transform="log", mixup_prob=0.1, epochs=args.epochs,
                              warmup_epochs=0, batch_size=args.batch_size,
-                             eval_batch_size=args.eval_batch_size, amp=args.amp,
-                             channels_last=args.channels_last)
+                             eval_batch_size=args.eval_batch_size, amp=args.amp, tf32=args.tf32,
+                             channels_last=args.channels_last, compile=args.compile)
+    configure_backends(device, settings)
     torch.manual_seed(0)
     model = prepare_model(build_model(args.backbone, args.head, m_bins=args.m_bins), device,
                           settings)
@@ -55,7 +68,7 @@ def main() -> None:
     result = fit(model, data, train_index=np.arange(n), train_labels=labels, oof_index=oof,
                  oof_labels=labels[oof], test_index=oof, settings=settings, seed=0,
                  progress=False)
-    last = result.history[-1]
+    first, last = result.history[0], result.history[-1]
     train_rate = (n // args.batch_size) * args.batch_size / last["train_seconds"]
 
     predict_logits(model, data, oof, settings)  # warm-up
@@ -67,11 +80,20 @@ def main() -> None:
     print(json.dumps(dict(
         backbone=args.backbone, head=args.head, device=str(device),
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        amp_bf16=args.amp and device.type == "cuda",
-        channels_last=args.channels_last and device.type == "cuda",
+        precision=precision(device, settings),
+        channels_last=args.channels_last and device.type == "cuda", compile=args.compile,
         batch_size=args.batch_size, image=[args.m_bins, args.t_bins],
         train_samples_per_s=round(train_rate, 1), infer_samples_per_s_tta5=round(infer_rate, 1),
+        first_epoch_s=round(first["train_seconds"] + first["eval_seconds"], 1),
+        compiled_graphs=_compiled_graphs() if args.compile else 0,
         torch_threads=torch.get_num_threads())))
+
+
+def _compiled_graphs() -> int:
+    """Graphs dynamo compiled in this process (its own counter; not a public API)."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
 
 
 def _sync(device: torch.device) -> None:

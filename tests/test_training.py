@@ -14,14 +14,20 @@ from lib.training import (
     DeviceImages,
     NonFiniteLossError,
     TrainSettings,
+    configure_backends,
+    epoch_draws,
     fit,
     intensity_transform,
     lr_factor,
+    make_optimizer,
     mixup,
     normalize_axis,
+    precision,
     predict_logits,
+    prepare_model,
     smooth_labels,
     time_warp,
+    train_one_epoch,
     two_channel,
     warp_exponents,
 )
@@ -118,14 +124,14 @@ def test_fit_with_time_warp_off_draws_nothing_extra_and_on_changes_training():
     assert np.isfinite(on.oof_logits).all()
 
 
-def toy_problem(n: int = 40, seed: int = 0):
+def toy_problem(n: int = 40, seed: int = 0, device: str = "cpu"):
     """Images where label 0 is a bright mass row: learnable in a few epochs."""
     rng = np.random.default_rng(seed)
     images = rng.random((n, 64, 96)).astype(np.float32) * 0.01
     labels = (rng.random((n, 9)) < 0.3).astype(np.float32)
     images[labels[:, 0] == 1, 20, :] = 1.0
     images /= images.max(axis=(1, 2), keepdims=True)
-    return DeviceImages(images, rng.integers(0, 2, n), torch.device("cpu")), labels
+    return DeviceImages(images, rng.integers(0, 2, n), torch.device(device)), labels
 
 
 def run_fit(seed: int = 0, epochs: int = 3, mixup_prob: float = 0.5, model=None,
@@ -186,3 +192,129 @@ def test_settings_are_checked():
         TrainSettings(mixup_prob=2)
     with pytest.raises(ValueError, match="time_warp"):
         TrainSettings(time_warp=-0.1)
+
+
+@pytest.mark.parametrize("mixup_prob, warp", [(0.5, 0.2), (0.5, 0.0), (0.0, 0.2), (0.0, 0.0)])
+def test_epoch_draws_are_the_step_by_step_draws_of_the_reference_order(mixup_prob, warp):
+    """All of an epoch's draws made up front equal the draws made step by step in the old
+    order (permutation; per step partners, mixed, fractions, then warps), and leave the
+    generator where the old order left it (the next epoch draws the same too)."""
+    n_train, batch_size = 30, 8
+    settings = TrainSettings(mixup_prob=mixup_prob, time_warp=warp, batch_size=batch_size)
+    upfront = torch.Generator().manual_seed(7)
+    draws = [epoch_draws(n_train, 3, settings, upfront) for _ in range(2)]
+    stepwise = torch.Generator().manual_seed(7)
+    for epoch in draws:
+        order = torch.randperm(n_train, generator=stepwise)
+        for step in range(3):
+            batch = order[step * batch_size:(step + 1) * batch_size]
+            assert torch.equal(epoch.batches[step], batch)
+            if mixup_prob > 0:
+                assert torch.equal(epoch.partners[step],
+                                   torch.randint(n_train, (batch_size,), generator=stepwise))
+                assert torch.equal(epoch.mixed[step],
+                                   torch.rand(batch_size, generator=stepwise) < mixup_prob)
+                assert torch.equal(epoch.fractions[step],
+                                   0.4 + 0.2 * torch.rand(batch_size, generator=stepwise))
+            if warp > 0:
+                assert torch.equal(epoch.warps[step],
+                                   warp_exponents(batch_size, warp, stepwise))
+        assert (epoch.partners is None) == (mixup_prob == 0)
+        assert (epoch.warps is None) == (warp == 0)
+    assert torch.equal(torch.rand(4, generator=upfront), torch.rand(4, generator=stepwise))
+    assert epoch.batches.shape == (3, batch_size) and epoch.batches.dtype == torch.int64
+    moved = epoch.to(torch.device("cpu"))
+    assert torch.equal(moved.batches, epoch.batches)
+
+
+@pytest.mark.parametrize("capability, amp, tf32, expected", [
+    ((9, 0), True, False, "bf16"),
+    ((9, 0), True, True, "bf16"),
+    ((9, 0), False, False, "fp32"),
+    ((9, 0), False, True, "tf32"),
+    ((8, 0), True, False, "bf16"),
+    ((8, 0), False, True, "tf32"),
+    ((8, 0), False, False, "fp32"),
+    ((7, 0), False, True, "fp32"),  # no TF32 before Ampere
+    ((7, 0), False, False, "fp32"),
+])
+def test_precision_follows_settings_and_gpu(capability, amp, tf32, expected):
+    settings = TrainSettings(amp=amp, tf32=tf32)
+    assert precision(torch.device("cuda"), settings, capability) == expected
+    assert precision(torch.device("cpu"), settings) == "fp32"
+
+
+def test_amp_on_a_gpu_without_bf16_computes_in_fp32_and_warns():
+    with pytest.warns(UserWarning, match="compute capability 8.0 or newer; this one has 7.0"):
+        assert precision(torch.device("cuda:0"), TrainSettings(amp=True, tf32=True),
+                         (7, 0)) == "fp32"
+
+
+@pytest.fixture
+def restore_backends():
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.backends.cudnn.benchmark)
+    yield
+    (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+     torch.backends.cudnn.benchmark) = saved
+
+
+def _tf32_flags() -> tuple[bool, bool]:
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+@pytest.mark.usefixtures("restore_backends")
+def test_configure_backends_makes_fp32_true_fp32_unless_tf32_is_asked():
+    torch.backends.cudnn.benchmark = False
+    configure_backends(torch.device("cpu"), TrainSettings(tf32=True))
+    assert torch.backends.cudnn.benchmark is False  # nothing changes off CUDA
+    torch.backends.cudnn.allow_tf32 = True  # cuDNN's default
+    configure_backends(torch.device("cuda"), TrainSettings(amp=False))
+    assert _tf32_flags() == (False, False)
+    assert torch.backends.cudnn.benchmark is True
+    configure_backends(torch.device("cuda:0"), TrainSettings(amp=False, tf32=True))
+    assert _tf32_flags() == (True, True)
+    assert torch.get_float32_matmul_precision() == "high"  # what torch makes of it
+    configure_backends(torch.device("cuda"), TrainSettings(amp=True))
+    assert _tf32_flags() == (False, False)
+    assert torch.get_float32_matmul_precision() == "highest"
+
+
+def test_compiled_model_keeps_its_checkpoint_keys_and_eval_forward():
+    """compile=True wraps the training forward only (compilation happens at the first
+    training call): the state_dict a checkpoint saves and the eval logits are unchanged."""
+    torch.manual_seed(0)
+    plain = build_model(TINY, "cls3", m_bins=64).eval()
+    compiled = build_model(TINY, "cls3", m_bins=64)
+    compiled.load_state_dict(plain.state_dict())
+    compiled = prepare_model(compiled, torch.device("cpu"), TrainSettings(compile=True)).eval()
+    assert list(compiled.state_dict()) == list(plain.state_dict())
+    assert "forward_width" in vars(compiled) and "forward_width" not in vars(plain)
+    x = torch.rand(2, 2, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(compiled(x), plain(x))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_training_epoch_never_waits_on_the_host():
+    """torch's sync debug mode turns every host-device synchronisation into an error; the
+    first epoch (cuDNN benchmarking, allocator warm-up) runs outside it."""
+    device = torch.device("cuda")
+    data, labels = toy_problem(device="cuda")
+    settings = TrainSettings(mixup_prob=0.5, time_warp=0.2, epochs=2, batch_size=8)
+    configure_backends(device, settings)
+    model = prepare_model(build_model(TINY, "cls3", m_bins=64), device, settings)
+    optimizer, scheduler = make_optimizer(model, settings, 3, device)
+    train_index = torch.arange(30, device=device)
+    train_labels = torch.as_tensor(labels[:30], device=device)
+    generator = torch.Generator().manual_seed(0)
+    for debug_mode in ("default", "error"):
+        draws = epoch_draws(30, 3, settings, generator).to(device)
+        torch.cuda.set_sync_debug_mode(debug_mode)
+        try:
+            loss_sum = train_one_epoch(model, data, optimizer, scheduler, draws, train_index,
+                                       train_labels, settings)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert loss_sum.shape == () and loss_sum.device.type == "cuda"
+    assert math.isfinite(float(loss_sum))
