@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.images import LOG1P_SCALE, MIN_CLIP, NORMS, TRANSFORMS
+from lib.precision import precision_label
 from lib.schema import N_LABELS
 
 
@@ -260,14 +261,12 @@ def precision(device: torch.device, settings: TrainSettings,
         return "fp32"
     if capability is None:
         capability = torch.cuda.get_device_capability(device)
-    ampere = tuple(capability) >= (8, 0)
-    if settings.amp and not ampere:
+    label = precision_label("cuda", settings.amp, settings.tf32, capability)
+    if settings.amp and label != "bf16":
         warnings.warn(f"bf16 autocast needs a GPU of compute capability 8.0 or newer; this "
                       f"one has {capability[0]}.{capability[1]}: computing in fp32",
                       stacklevel=2)
-    if settings.amp and ampere:
-        return "bf16"
-    return "tf32" if settings.tf32 and ampere else "fp32"
+    return label
 
 
 def configure_backends(device: torch.device, settings: TrainSettings) -> None:

@@ -28,18 +28,12 @@ within BUDGET_S + 30 s. OUT (default gpu_results/) gets summary.json, rewritten 
 after every phase, and gpu_check.log; the data and run folders go to WORK (default a folder
 in the system's temp dir). Exit status 1 when a phase failed, 2 on bad input.
 
-What it uses of the project where present (the environment phase records which, under
-"interfaces"), and what it does until then:
-- lib.training.train_one_epoch, epoch_draws and make_optimizer: the throughput epochs and the
-  sync-debug check (train_index passed as a device tensor, labels as a float32 device
-  tensor); without them it times lib.training.fit's epochs and records sync_debug
-  "not checked";
-- TrainSettings.compile (prepare_model is expected to compile; if the model it returns is not
-  compiled, the check compiles it) and TrainSettings.tf32 (False for the fp32 configs);
-  lib.training.configure_backends (called when present);
-- lib.sweep --gpus (else the sweep runs with CUDA_VISIBLE_DEVICES=0); attempts.txt lines are
-  reported as they are (they are to name the run's CUDA_VISIBLE_DEVICES);
-- 03_train's parameter tf32 (the fp32 fold passes tf32 False when the notebook has it).
+What it uses of the project: lib.training's epoch_draws, make_optimizer and train_one_epoch
+(the throughput epochs, one of them under sync debug mode "error"), TrainSettings.compile
+(lib.training.compile_widths; the smoke run compiles the model here with the "eager" backend,
+which needs no C++ compiler) and .tf32 (False: the fp32 configs are true fp32),
+configure_backends; ``lib.sweep --gpus 0`` (its runs' attempts.txt lines name the
+CUDA_VISIBLE_DEVICES each ran with); 03_train's amp and tf32 parameters.
 """
 
 from __future__ import annotations
@@ -457,8 +451,7 @@ def phase_environment(config, summary, work, deadline, end, record) -> None:
             versions[package] = None
     record.update(python=sys.version.split()[0], versions=versions,
                   torch_cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
-                  cuda_available=torch.cuda.is_available(), cpu_count=os.cpu_count(),
-                  interfaces=interfaces())
+                  cuda_available=torch.cuda.is_available(), cpu_count=os.cpu_count())
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         record.update(device_count=torch.cuda.device_count(), gpu=props.name,
@@ -474,21 +467,6 @@ def phase_environment(config, summary, work, deadline, end, record) -> None:
                       "machine); the sweep, precision and hrnet_fold phases need them")
     if not config.smoke and not torch.cuda.is_available():
         raise RuntimeError("torch sees no CUDA device (use --smoke on a CPU machine)")
-
-
-def interfaces() -> dict:
-    """Which of the training / sweep interfaces this checkout has (the check adapts)."""
-    import dataclasses
-
-    from lib import training
-
-    fields = {f.name for f in dataclasses.fields(training.TrainSettings)}
-    sweep_source = (REPO_ROOT / "lib" / "sweep.py").read_text()
-    return dict(train_one_epoch=all(hasattr(training, f) for f in (
-                    "train_one_epoch", "epoch_draws", "make_optimizer")),
-                configure_backends=hasattr(training, "configure_backends"),
-                settings_compile="compile" in fields, settings_tf32="tf32" in fields,
-                sweep_gpus="--gpus" in sweep_source)
 
 
 def _nvidia_smi(query: str) -> str | None:
@@ -542,8 +520,6 @@ def _bench_label(r: dict) -> str:
 
 def bench_one(spec: dict) -> int:
     """One throughput config in this process; writes its figures to spec["result_file"]."""
-    import dataclasses
-
     import numpy as np
     import torch
 
@@ -553,24 +529,14 @@ def bench_one(spec: dict) -> int:
 
     device = torch.device(spec["device"])
     out = Path(spec["result_file"])
-    fields = {f.name for f in dataclasses.fields(TrainSettings)}
-    new_api = all(hasattr(training, f) for f in ("train_one_epoch", "epoch_draws",
-                                                  "make_optimizer"))
-    # new API: warm-up, sync check and timed epoch; fit: warm-up and timed epoch
-    options = dict(norm="mass", transform="log", mixup_prob=0.0, epochs=3 if new_api else 2,
-                   warmup_epochs=0,
-                   batch_size=spec["batch_size"], amp=spec["amp"],
-                   channels_last=spec["channels_last"])
-    # compiled by the project's own code when it can (TrainSettings.compile), except in the
-    # smoke run, which compiles here with a backend that needs no C++ compiler
-    project_compiles = spec["compiled"] and "compile" in fields and not spec["smoke"]
-    if "compile" in fields:
-        options["compile"] = project_compiles
-    if "tf32" in fields and not spec["amp"]:
-        options["tf32"] = False  # fp32 is the original's fp32, not TF32
-    settings = TrainSettings(**options)
-    if hasattr(training, "configure_backends"):
-        training.configure_backends(device, settings)
+    # compiled by the project's own code (TrainSettings.compile), except in the smoke run,
+    # which compiles here with a backend that needs no C++ compiler; tf32 False: fp32 is the
+    # original's fp32
+    settings = TrainSettings(norm="mass", transform="log", mixup_prob=0.0, epochs=3,
+                             warmup_epochs=0, batch_size=spec["batch_size"], amp=spec["amp"],
+                             channels_last=spec["channels_last"], tf32=False,
+                             compile=spec["compiled"] and not spec["smoke"])
+    training.configure_backends(device, settings)
 
     rng = np.random.default_rng(0)
     n = spec["samples"]
@@ -583,22 +549,18 @@ def bench_one(spec: dict) -> int:
     model.width_offsets = tuple(spec["tta_offsets"])
     model = prepare_model(model, device, settings)
     compiled_by = None
-    if spec["compiled"]:
-        if hasattr(model, "_orig_mod"):
-            compiled_by = "lib.training.prepare_model"
-        else:
-            model = torch.compile(model, backend=spec["compile_backend"])
-            compiled_by = f"gpu_check (torch.compile, backend {spec['compile_backend']})"
+    if settings.compile:
+        compiled_by = "lib.training.prepare_model (compile_widths)"
+    elif spec["compiled"]:
+        model = torch.compile(model, backend=spec["compile_backend"])
+        compiled_by = f"gpu_check (torch.compile, backend {spec['compile_backend']})"
     figures = dict(device=str(device), precision=training.precision(device, settings),
                    batch_size=spec["batch_size"], image=[spec["m_bins"], spec["t_bins"]],
                    compiled_by=compiled_by, torch=torch.__version__)
     steps = n // spec["batch_size"]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    if new_api:
-        figures.update(_bench_epochs(model, data, labels, settings, device, steps))
-    else:  # until lib.training has train_one_epoch: time fit's epochs, as bench_training does
-        figures.update(_bench_fit(model, data, labels, settings, steps))
+    figures.update(_bench_epochs(model, data, labels, settings, device, steps))
     oof = np.arange(min(n, 32))
     predict_logits(model, data, oof, settings)  # warm-up (and compilation of eval mode)
     _sync(device)
@@ -657,24 +619,6 @@ def _bench_epochs(model, data, labels, settings, device, steps: int) -> dict:
     figures.update(train_samples_per_s=round(steps * settings.batch_size / seconds, 1),
                    step_ms=round(1000 * seconds / steps, 2), loss_finite=math.isfinite(loss_sum))
     return figures
-
-
-def _bench_fit(model, data, labels, settings, steps: int) -> dict:
-    import numpy as np
-
-    from lib.training import fit
-
-    n = len(labels)
-    oof = np.arange(min(n, settings.eval_batch_size))
-    result = fit(model, data, train_index=np.arange(n), train_labels=labels, oof_index=oof,
-                 oof_labels=labels[oof], test_index=oof, settings=settings, seed=0,
-                 progress=False)
-    seconds = result.history[-1]["train_seconds"]
-    return dict(api="lib.training.fit (fallback: no train_one_epoch yet)",
-                sync_debug="not checked (needs lib.training.train_one_epoch)",
-                warmup_epoch_s=round(result.history[0]["train_seconds"], 2),
-                train_samples_per_s=round(steps * settings.batch_size / seconds, 1),
-                step_ms=round(1000 * seconds / steps, 2))
 
 
 def _sync(device) -> None:
@@ -788,13 +732,10 @@ def common_parameters(config: Config) -> dict:
 
 def phase_runs_per_gpu(config, summary, work, deadline, end, record) -> None:
     _need_packages()
-    pin = ["--gpus", "0"] if interfaces()["sweep_gpus"] else []
+    pin = [] if config.smoke else ["--gpus", "0"]
     env = child_environment()
-    if not config.smoke and not pin:  # until lib.sweep has --gpus: pin GPU 0 through the env
-        env["CUDA_VISIBLE_DEVICES"] = "0"
     record.update(backbone=config.sweep_backbone, epochs=config.sweep_epochs,
-                  pinning=" ".join(pin) or ("CUDA_VISIBLE_DEVICES=0" if not config.smoke
-                                            else "CPU workers"),
+                  pinning=" ".join(pin) or "CPU workers",
                   memory_from="nvidia-smi memory.used of GPU 0, polled every 0.2 s",
                   sweeps=[])
     sweeps, failed = [], []
@@ -879,7 +820,6 @@ def run_timings(runs_dir: Path, n_runs: int, wall: float, config: Config) -> dic
 def train_fold(config: Config, work: Path, tag: str, backbone: str, epochs: int,
                extra: list[str], timeout: float) -> dict:
     """One fold (0, seed 3) of 3a/302 through papermill into WORK/runs/<tag>; its figures."""
-    from lib.sweep import notebook_parameters
 
     run_dir = work / "runs" / tag
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -891,8 +831,6 @@ def train_fold(config: Config, work: Path, tag: str, backbone: str, epochs: int,
                "-p", "run_dir", str(run_dir), "-p", "data_dir", str(data_dir(config, work)),
                "-p", "cache_dir", str(work / "cache"), "-y", json.dumps(common_parameters(config)),
                *extra]
-    if "tf32" in notebook_parameters("03_train.ipynb") and extra == ["-p", "amp", "False"]:
-        command += ["-p", "tf32", "False"]  # fp32 means the original's fp32, not TF32
     print(" ".join(command), flush=True)
     started = time.time()
     with MemoryPoll() as memory:
