@@ -522,20 +522,19 @@ def probe_cuda(pinned: bool = True, timeout: float = 180.0) -> dict:
 def cuda_problem(cuda: dict, machine: dict | None = None) -> str:
     """"" if the probe (probe_cuda) shows a usable GPU, else why not, in words. machine: the
     unpinned probe, to say what exists when the pinned GPU does not."""
+    from lib.precision import cuda_problem as why_not
+
     if "torch" not in cuda and cuda.get("error"):
         return f"CUDA check failed: {cuda['error']}"
-    if cuda.get("cuda_build") is None:
-        return (f"torch {cuda.get('torch')} is a CPU-only build (torch.version.cuda is None): "
-                f"install a CUDA build of torch")
-    if cuda.get("error"):
+    if cuda.get("cuda_build") is not None and cuda.get("error"):
         return f"CUDA does not work here: {cuda['error']}"
-    if not cuda.get("count"):
-        if cuda.get("visible") is not None:
-            seen = machine.get("count", "?") if machine else "?"
-            return (f"pinned to GPU CUDA_VISIBLE_DEVICES={cuda['visible']!r}, which torch "
-                    f"cannot see (this machine has {seen} GPU(s) when unpinned)")
-        return "torch sees no GPU (no device, or the driver is not loaded)"
-    return ""
+    if cuda.get("cuda_build") is not None and not cuda.get("count") \
+            and cuda.get("visible") is not None:
+        seen = machine.get("count", "?") if machine else "?"
+        return (f"pinned to GPU CUDA_VISIBLE_DEVICES={cuda['visible']!r}, which torch "
+                f"cannot see (this machine has {seen} GPU(s) when unpinned)")
+    return why_not(None, cuda_version=cuda.get("cuda_build"), n_gpus=cuda.get("count") or 0,
+                   visible=cuda.get("visible"), torch_version=cuda.get("torch", "")) or ""
 
 
 def preflight(client, data_dirs: list[Path], runs_dir: Path, need_cuda: bool = False

@@ -14,6 +14,7 @@ from lib.ensemble import sigmoid
 from lib.feature_models import FEATURE_MODEL, load_feature_model, predict_feature_logits
 from lib.features import image_features
 from lib.models import build_model
+from lib.precision import cuda_problem
 from lib.runs import CHECKPOINT, METRICS, is_done, load_checkpoint, model_key, read_metrics
 from lib.training import DeviceImages, TrainSettings, configure_backends, predict_logits
 
@@ -35,30 +36,12 @@ def pick_device(device: str = "auto") -> torch.device:
     if picked.type == "cuda":
         problem = cuda_problem(picked.index, cuda_version=torch.version.cuda,
                                n_gpus=torch.cuda.device_count() if torch.cuda.is_available()
-                               else 0, visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
+                               else 0, visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
+                               torch_version=torch.__version__)
         if problem:
             raise DeviceError(f"device {device!r} was asked for on {socket.gethostname()}, "
                               f"but {problem}")
     return picked
-
-
-def cuda_problem(index: int | None, *, cuda_version: str | None, n_gpus: int,
-                 visible: str | None) -> str | None:
-    """Why GPU ``index`` (None: any) cannot be used, or None when it can. cuda_version: torch's
-    (torch.version.cuda; None for a CPU-only build); n_gpus: the GPUs torch can use; visible:
-    CUDA_VISIBLE_DEVICES (None when unset)."""
-    mask = (f"CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None
-            else "CUDA_VISIBLE_DEVICES is not set")
-    if cuda_version is None:
-        return (f"this torch {torch.__version__} is built without CUDA (torch.version.cuda "
-                f"is None): install a CUDA build of torch")
-    if n_gpus == 0:
-        return (f"no GPU is visible to torch (CUDA {cuda_version}; {mask}; does nvidia-smi "
-                f"see a GPU and a working driver?)")
-    if index is not None and index >= n_gpus:
-        return (f"torch sees {n_gpus} GPU{'s' if n_gpus > 1 else ''} (cuda:0 to "
-                f"cuda:{n_gpus - 1}; {mask})")
-    return None
 
 
 def run_precision(run_dir: Path) -> str:

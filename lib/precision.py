@@ -1,5 +1,5 @@
-"""What a run computes in, decided from plain values (no torch import: the sweep uses it to
-check finished runs on workers that never load torch).
+"""The device policy decided from plain values (no torch import: the sweep uses it on workers
+that never load torch): what a run computes in, and why CUDA cannot be used.
 
 Labels: "bf16" (bf16 autocast on a GPU of compute capability 8.0 or newer; the head stays
 fp32), "tf32" (fp32 with TF32 matrix products and convolutions, asked for with ``tf32``, on
@@ -24,3 +24,22 @@ def precision_label(device_type: str, amp: bool, tf32: bool,
     if tf32 and modern:
         return "tf32"
     return "fp32"
+
+
+def cuda_problem(index: int | None, *, cuda_version: str | None, n_gpus: int,
+                 visible: str | None, torch_version: str = "") -> str | None:
+    """Why GPU ``index`` (None: any) cannot be used, or None when it can. cuda_version: torch's
+    (torch.version.cuda; None for a CPU-only build); n_gpus: the GPUs torch can use; visible:
+    CUDA_VISIBLE_DEVICES (None when unset); torch_version: for the message."""
+    mask = (f"CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None
+            else "CUDA_VISIBLE_DEVICES is not set")
+    if cuda_version is None:
+        return (f"this torch {torch_version} is built without CUDA (torch.version.cuda "
+                f"is None): install a CUDA build of torch")
+    if n_gpus == 0:
+        return (f"no GPU is visible to torch (CUDA {cuda_version}; {mask}; does nvidia-smi "
+                f"see a GPU and a working driver?)")
+    if index is not None and index >= n_gpus:
+        return (f"torch sees {n_gpus} GPU{'s' if n_gpus > 1 else ''} (cuda:0 to "
+                f"cuda:{n_gpus - 1}; {mask})")
+    return None

@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from lib.inference import PRECISION_SETTINGS, DeviceError, cuda_problem, pick_device, run_precision
+from lib.inference import PRECISION_SETTINGS, DeviceError, pick_device, run_precision
+from lib.precision import cuda_problem
 from lib.training import TrainSettings, precision
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
