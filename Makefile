@@ -28,7 +28,7 @@ EXECUTED = $(REPORTS)/notebooks
 LIB = $(wildcard lib/*.py)
 PAPERMILL = $(BIN)/papermill --kernel python3 --log-level WARNING
 
-.PHONY: setup data demo report test lint lab clean wheelhouse FORCE
+.PHONY: setup data demo report test test-fast lint lab clean wheelhouse FORCE
 
 setup: $(STAMP)
 
@@ -93,6 +93,12 @@ demo: report
 test: setup
 	$(BIN)/ruff check lib tests scripts
 	$(BIN)/python -m pytest -q
+
+# The quick loop while changing code: every test not marked slow (no training, no Dask or
+# Slurm cluster, no notebook execution).
+test-fast: setup
+	$(BIN)/ruff check lib tests scripts
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check lib tests scripts

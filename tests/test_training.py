@@ -116,11 +116,36 @@ def test_time_warp_is_deterministic_for_a_seed_and_bounded():
     assert (first.log() < 0).any() and (first.log() > 0).any()
 
 
-def test_fit_with_time_warp_off_draws_nothing_extra_and_on_changes_training():
-    plain, off, on = run_fit(seed=2, epochs=1), run_fit(seed=2, epochs=1, time_warp=0.0), \
-        run_fit(seed=2, epochs=1, time_warp=0.2)
-    np.testing.assert_array_equal(plain.oof_logits, off.oof_logits)
-    assert not np.array_equal(plain.oof_logits, on.oof_logits)
+@pytest.mark.parametrize("mixup_prob", [0.0, 0.5])
+def test_time_warp_off_draws_nothing_extra_and_on_draws_one_per_item(mixup_prob):
+    """time_warp 0 leaves the generator where the reference's draws leave it (the permutation,
+    and mixup's three draws per step), so runs made before the option are reproduced; on, it
+    draws one exponent per item of every step after them."""
+    n, steps, batch = 40, 5, 8
+
+    def state_after(time_warp):
+        generator = torch.Generator().manual_seed(3)
+        epoch_draws(n, steps, TrainSettings(mixup_prob=mixup_prob, time_warp=time_warp,
+                                            batch_size=batch), generator)
+        return generator.get_state()
+
+    reference = torch.Generator().manual_seed(3)
+    torch.randperm(n, generator=reference)
+    for _ in range(steps if mixup_prob else 0):
+        torch.randint(n, (batch,), generator=reference)
+        torch.rand(batch, generator=reference)
+        torch.rand(batch, generator=reference)
+    assert torch.equal(state_after(0.0), reference.get_state())
+    for _ in range(steps):
+        torch.rand(batch, generator=reference)
+    if mixup_prob == 0:  # the warps come after everything else of the step
+        assert torch.equal(state_after(0.2), reference.get_state())
+    assert not torch.equal(state_after(0.2), state_after(0.0))
+
+
+def test_fit_with_time_warp_on_changes_training():
+    off, on = run_fit(seed=2, epochs=1), run_fit(seed=2, epochs=1, time_warp=0.2)
+    assert not np.array_equal(off.oof_logits, on.oof_logits)
     assert np.isfinite(on.oof_logits).all()
 
 
