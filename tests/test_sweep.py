@@ -142,6 +142,12 @@ def snapshot(run_dir):
             if p.is_file()}
 
 
+def finished_run(spec) -> bool:
+    from lib.runs import notebook_finished
+
+    return is_done(spec.run_dir) and notebook_finished(spec.run_dir / spec.notebook)
+
+
 def test_sweep_survives_a_kill_and_resumes(tmp_path, tiny_data):
     data_dir, cache_dir = tiny_data
     plan = write_plan(tmp_path, [("a", "test_efficientnet", 1), ("b", "test_efficientnet", 2)])
@@ -150,13 +156,15 @@ def test_sweep_survives_a_kill_and_resumes(tmp_path, tiny_data):
     process = subprocess.Popen(sweep_command(plan, runs_dir, data_dir, cache_dir), cwd=REPO_ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not any(is_done(s.run_dir) for s in specs) and time.time() < deadline:
+    while not any(finished_run(s) for s in specs) and time.time() < deadline:
         time.sleep(0.5)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    finished = [s for s in specs if is_done(s.run_dir)]
-    assert 1 <= len(finished) < len(specs)
     time.sleep(2)  # a papermill child would still be writing if it had outlived the sweep
+    # finished: DONE and the executed notebook saved after its last cell (a run killed
+    # between the two is trained again)
+    finished = [s for s in specs if finished_run(s)]
+    assert 1 <= len(finished) < len(specs)
     before = {s.run_dir: snapshot(s.run_dir) for s in finished}
 
     resumed = subprocess.run(sweep_command(plan, runs_dir, data_dir, cache_dir), cwd=REPO_ROOT,
