@@ -23,6 +23,7 @@ from lib.paths import REPO_ROOT
 SLURM = REPO_ROOT / "params" / "clusters" / "slurm.yaml"
 
 
+@pytest.mark.slow
 def test_the_slurm_yaml_becomes_the_expected_job_script():
     script = job_script(SLURM)
     lines = script.splitlines()
@@ -35,6 +36,7 @@ def test_the_slurm_yaml_becomes_the_expected_job_script():
     assert lines.index("source .venv/bin/activate") < len(lines) - 1
 
 
+@pytest.mark.slow
 def test_print_job_script_from_the_command_line():
     done = subprocess.run([sys.executable, "-m", "lib.sweep", "params/plans/demo.yaml",
                            "--cluster", str(SLURM), "--print-job-script"],
@@ -79,6 +81,7 @@ def test_credentials_folder_that_others_can_read_is_refused(tmp_path):
         load_cluster_config(path)
 
 
+@pytest.mark.slow
 def test_a_batch_clusters_scheduler_refuses_clients_without_its_credentials(tmp_path):
     """security defaults to TLS with temporary credentials: the sweep's own client gets in, a
     client without them does not; the credentials folder is private and goes with the
@@ -109,6 +112,7 @@ def test_a_batch_clusters_scheduler_refuses_clients_without_its_credentials(tmp_
     assert not os.path.exists(folder)
 
 
+@pytest.mark.slow
 def test_security_false_is_plain_tcp(tmp_path):
     config = yaml.safe_load(SLURM.read_text())
     config.update(security=False, interface="lo")

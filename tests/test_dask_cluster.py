@@ -19,6 +19,8 @@ from lib.runs import is_done
 from lib.sweep import FAILED, STARTED, expand_plan, load_plan
 from lib.synthetic import generate
 
+pytestmark = pytest.mark.slow  # every test starts a Dask cluster and trains
+
 DASK = [str(Path(sys.executable).parent / "dask"), "scheduler"]  # the CLI users run
 WORKER = [str(Path(sys.executable).parent / "dask"), "worker"]
 TINY = ["-p", "m_bins", "64", "-p", "t_bins", "96", "-p", "tta_offsets", "[-32, 0, 32]",

@@ -255,6 +255,7 @@ def test_no_scores_remove_an_earlier_scores_file(tmp_path):
     assert "not written" in explain.save_scores(tmp_path, {}, "no truth.csv")
 
 
+@pytest.mark.slow
 def test_explain_notebook_refuses_n_samples_0_before_any_work(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="n_samples .* at least 1, got 0"):
         pm.execute_notebook(str(REPO_ROOT / "notebooks/06_explain.ipynb"),
@@ -292,6 +293,7 @@ def tiny_run(tmp_path_factory):
     shutil.rmtree(REPO_ROOT / "runs" / name)
 
 
+@pytest.mark.slow
 def test_explain_notebook_on_a_tiny_run(tiny_run):
     out_dir = tiny_run["root"] / "ensemble"
     executed = tiny_run["root"] / "06.ipynb"

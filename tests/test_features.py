@@ -270,6 +270,7 @@ def workspace(tmp_path_factory):
                 runs=root / "runs")
 
 
+@pytest.mark.slow
 def test_feature_runs_leave_complete_run_folders(workspace):
     folds = pd.read_csv(workspace["root"] / "cache" / "data" / "folds_n5_seed42.csv")
     for fold in range(5):
@@ -289,6 +290,7 @@ def test_feature_runs_leave_complete_run_folders(workspace):
     assert (cnn_dir / "03_train.ipynb").is_file() and is_done(cnn_dir)
 
 
+@pytest.mark.slow
 def test_ensemble_takes_feature_and_cnn_runs(workspace):
     out = workspace["root"] / "ensemble"
     pm.execute_notebook(str(NOTEBOOKS / "05_ensemble.ipynb"), str(workspace["root"] / "05.ipynb"),
@@ -307,6 +309,7 @@ def test_ensemble_takes_feature_and_cnn_runs(workspace):
     assert list(submission.columns) == ["sample_id", *LABELS] and len(submission) == 12
 
 
+@pytest.mark.slow
 def test_predict_notebook_reproduces_feature_and_cnn_runs(workspace):
     """04 predicts with both kinds of run folder; each model alone reproduces its test logits."""
     for name, backbone in (("features_gbm", "lightgbm"), ("demo", "test_efficientnet")):
@@ -325,6 +328,7 @@ def test_predict_notebook_reproduces_feature_and_cnn_runs(workspace):
                                    atol=1e-5)
 
 
+@pytest.mark.slow
 def test_feature_notebook_refuses_a_finished_run(workspace):
     run_dir = workspace["runs"] / "features_gbm" / "lightgbm" / "fold0_seed0"
     with pytest.raises(pm.PapermillExecutionError, match="RunFinishedError"):

@@ -30,6 +30,7 @@ def read_summary(tmp_path) -> dict:
     return json.loads((tmp_path / "out" / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_smoke_runs_every_phase(tmp_path):
     done = run_check(tmp_path, "--smoke", BUDGET_S="480")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -89,6 +90,7 @@ def test_allotment_keeps_back_what_later_phases_need():
     assert allotment(need=20, left=100, later=0, share=1000) == (100, 100)  # never past left
 
 
+@pytest.mark.slow
 def test_a_hang_is_ended_with_what_it_started(tmp_path):
     gpu_check = load_script()
     code = ("import subprocess, sys, time; p = subprocess.Popen(['sleep', '60'], "

@@ -48,6 +48,7 @@ def started(folder: Path) -> int:
     return len(list(folder.glob("started-*")))
 
 
+@pytest.mark.slow
 def test_exactly_k_runs_share_a_gpu_for_every_k_up_to_16(tmp_path):
     """One worker advertising GPU=1 with more threads than tasks: K + 1 tasks asking for
     gpu_share(K) each, and exactly K of them run at once (with 1 / K, floats left only K - 1
@@ -112,6 +113,7 @@ def attempt_records(run_dir: Path) -> list[dict]:
     return records
 
 
+@pytest.mark.slow
 def test_gpu_pins_survive_a_worker_restart(tiny_data, tmp_path):
     """A local cluster pinned to GPU ids 0 and 1 (the runs train on the CPU device): the
     worker of GPU 1 is killed mid-run, its nanny restarts it on a new port, and the runs it
@@ -163,6 +165,7 @@ def test_gpu_pins_survive_a_worker_restart(tiny_data, tmp_path):
     assert restarted, "the restarted gpu1 trained nothing after the kill"
 
 
+@pytest.mark.slow
 def test_a_batch_queue_that_starts_no_worker_is_not_waited_for_forever():
     """A cluster with no worker to come (a real LocalCluster of none, standing in for a queue
     that never starts a job): the wait says what it waits for and gives up at the timeout."""
@@ -202,6 +205,7 @@ def test_bad_sweep_options_are_refused_before_anything_starts(tmp_path, args, me
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_cuda_asked_on_a_machine_without_it_is_refused_naming_each_worker(tiny_data, tmp_path):
     if cluster.visible_gpus():
         pytest.skip("this machine has GPUs")

@@ -184,6 +184,7 @@ build_image_cache(metadata, cache, m_bins=64, t_bins=32, workers=1, progress=Tru
 """
 
 
+@pytest.mark.slow
 def test_runs_starting_together_render_a_fresh_cache_once(competition_dir, tmp_path):
     """Two processes (two runs of a sweep) ask for the same fresh cache at the same moment:
     one renders it (tqdm says "rendering images"), the other waits and reads its file."""

@@ -46,6 +46,7 @@ def test_notebooks_have_no_outputs():
         assert any("parameters" in c.metadata.get("tags", []) for c in cells), path.name
 
 
+@pytest.mark.slow
 def test_eda_and_preprocess(workspace):
     root = workspace["root"]
     eda = execute("01_eda.ipynb", root / "01.ipynb", data_dir=workspace["data_dir"],
@@ -76,6 +77,7 @@ def trained_run(workspace):
     shutil.rmtree(REPO_ROOT / "runs" / name)
 
 
+@pytest.mark.slow
 def test_train_notebook_leaves_a_finished_run_folder(trained_run, workspace):
     run_dir = trained_run.parent
     assert is_done(run_dir)
@@ -96,6 +98,7 @@ def test_train_notebook_leaves_a_finished_run_folder(trained_run, workspace):
     assert len(test) == 12 and np.isfinite(test.to_numpy()).all()
 
 
+@pytest.mark.slow
 def test_predict_notebook_reproduces_the_run(trained_run, workspace):
     run_dir = trained_run.parent
     out_csv = workspace["root"] / "predictions.csv"
@@ -108,6 +111,7 @@ def test_predict_notebook_reproduces_the_run(trained_run, workspace):
                                atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bare_papermill_command_keeps_the_run_and_a_copy(workspace):
     """The design card's form without an output path: papermill prints the notebook to stdout;
     the run folder still gets everything, and lib's stdout handler keeps the notebook there."""
@@ -131,6 +135,7 @@ def test_bare_papermill_command_keeps_the_run_and_a_copy(workspace):
         shutil.rmtree(REPO_ROOT / "runs" / name, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_train_notebook_refuses_a_fold_that_does_not_exist(workspace, tmp_path):
     (tmp_path / "run").mkdir()
     with pytest.raises(pm.PapermillExecutionError, match=r"fold 5 does not exist: with "

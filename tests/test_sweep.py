@@ -148,6 +148,7 @@ def finished_run(spec) -> bool:
     return is_done(spec.run_dir) and notebook_finished(spec.run_dir / spec.notebook)
 
 
+@pytest.mark.slow
 def test_sweep_survives_a_kill_and_resumes(tmp_path, tiny_data):
     data_dir, cache_dir = tiny_data
     plan = write_plan(tmp_path, [("a", "test_efficientnet", 1), ("b", "test_efficientnet", 2)])
@@ -180,6 +181,7 @@ def test_sweep_survives_a_kill_and_resumes(tmp_path, tiny_data):
         assert snapshot(run_dir) == files  # finished runs are not touched
 
 
+@pytest.mark.slow
 def test_failing_run_writes_failed_and_the_sweep_goes_on(tmp_path, tiny_data):
     data_dir, cache_dir = tiny_data
     plan = write_plan(tmp_path, [("a", "no_such_backbone", 1), ("a", "test_efficientnet", 1)])
@@ -198,6 +200,7 @@ def test_failing_run_writes_failed_and_the_sweep_goes_on(tmp_path, tiny_data):
     assert "tiny_a/no_such_backbone/fold0_seed1" in completed.stdout
 
 
+@pytest.mark.slow
 def test_finished_runs_on_other_data_are_reported_not_reused(tmp_path, tiny_data):
     data_dir, cache_dir = tiny_data
     plan = write_plan(tmp_path, [("a", "test_efficientnet", 1)])
@@ -230,6 +233,7 @@ def test_finished_runs_on_other_data_are_reported_not_reused(tmp_path, tiny_data
     assert "finished with other parameters (epochs)" in changed.stdout
 
 
+@pytest.mark.slow
 def test_two_sweeps_of_one_plan_at_once_both_succeed(tmp_path, tiny_data):
     """The second sweep waits for the run the first holds and then counts it as done."""
     data_dir, cache_dir = tiny_data
@@ -246,6 +250,7 @@ def test_two_sweeps_of_one_plan_at_once_both_succeed(tmp_path, tiny_data):
     assert is_done(run_dir) and (run_dir / "attempts.txt").read_text().count("start") == 1
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_running_runs_and_cancels_queued_ones(tmp_path, tiny_data):
     """SIGINT to the whole process group, as a terminal's Ctrl-C: the running run ends
     unfinished (no FAILED), the queued one never starts, no papermill or kernel is left."""
@@ -292,6 +297,7 @@ def test_runs_do_not_inherit_dasks_malloc_trim_setting(tmp_path, monkeypatch):
     assert env["TMPDIR"] == str(tmp_path) and env["PATH"] == os.environ["PATH"]
 
 
+@pytest.mark.slow
 def test_done_beside_an_unfinished_notebook_is_trained_again(tmp_path, tiny_data):
     """A SIGTERM that lands after the cell writing DONE but before papermill saved the
     notebook leaves DONE beside a notebook whose last cells are "running": not finished."""
@@ -333,6 +339,7 @@ def test_parameters_of_the_wrong_kind_are_refused_naming_them(key, value, messag
         check_parameters(specs, {key: value})
 
 
+@pytest.mark.slow
 def test_a_local_sweep_listens_on_loopback_only(tmp_path, tiny_data):
     """Scheduler, dashboard, workers, nannies and the runs' kernels of a local sweep: every
     listening socket of its process tree is bound to 127.0.0.1 (a shared GPU server's

@@ -143,6 +143,7 @@ def test_time_warp_off_draws_nothing_extra_and_on_draws_one_per_item(mixup_prob)
     assert not torch.equal(state_after(0.2), state_after(0.0))
 
 
+@pytest.mark.slow
 def test_fit_with_time_warp_on_changes_training():
     off, on = run_fit(seed=2, epochs=1), run_fit(seed=2, epochs=1, time_warp=0.2)
     assert not np.array_equal(off.oof_logits, on.oof_logits)
@@ -172,6 +173,7 @@ def run_fit(seed: int = 0, epochs: int = 3, mixup_prob: float = 0.5, model=None,
                test_index=np.arange(35, 40), settings=settings, seed=seed, progress=False)
 
 
+@pytest.mark.slow
 def test_fit_picks_the_best_epoch_and_its_predictions():
     result = run_fit(epochs=4)
     losses = [h["oof_loss"] for h in result.history]
@@ -184,6 +186,7 @@ def test_fit_picks_the_best_epoch_and_its_predictions():
     assert [h["lr"] for h in result.history][0] == 0.0  # warm-up starts at zero
 
 
+@pytest.mark.slow
 def test_same_seed_same_predictions_other_seed_differs():
     first, second, other = run_fit(seed=3), run_fit(seed=3), run_fit(seed=4)
     np.testing.assert_array_equal(first.oof_logits, second.oof_logits)
@@ -191,6 +194,7 @@ def test_same_seed_same_predictions_other_seed_differs():
     assert not np.array_equal(first.oof_logits, other.oof_logits)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_the_run():
     torch.manual_seed(0)
     model = build_model(TINY, "cls3", m_bins=64)
@@ -200,6 +204,7 @@ def test_nan_loss_stops_the_run():
         run_fit(model=model)
 
 
+@pytest.mark.slow
 def test_predict_logits_matches_eval_forward():
     data, _ = toy_problem()
     model = build_model(TINY, "cls3", m_bins=64).eval()
@@ -305,6 +310,7 @@ def test_configure_backends_makes_fp32_true_fp32_unless_tf32_is_asked():
     assert torch.get_float32_matmul_precision() == "highest"
 
 
+@pytest.mark.slow
 def test_compiled_model_keeps_its_checkpoint_keys_and_eval_forward():
     """compile=True wraps the training forward only (compilation happens at the first
     training call): the state_dict a checkpoint saves and the eval logits are unchanged."""
