@@ -25,7 +25,8 @@ mkdir -p /etc/munge /var/lib/munge /var/log/munge /run/munge "$CONF_DIR" "$STATE
 [ -s /etc/munge/munge.key ] || dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
 chown -R munge:munge /etc/munge /var/lib/munge /var/log/munge /run/munge 2>/dev/null || true
 chmod 0700 /etc/munge /var/lib/munge /var/log/munge; chmod 0400 /etc/munge/munge.key
-pgrep -x munged >/dev/null || runuser -u munge -- munged
+# Running daemons are asked, not looked up by name: a killed one can linger as a zombie.
+munge -n >/dev/null 2>&1 || runuser -u munge -- munged --force  # --force: past a stale socket
 
 cat > "$CONF_DIR/slurm.conf" <<CONF
 ClusterName=local
@@ -52,8 +53,8 @@ PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscr
 CONF
 rm -f "$CONF_DIR/cgroup.conf"  # proctrack/linuxproc and task/none need no cgroups
 
-pgrep -x slurmctld >/dev/null || slurmctld
-pgrep -x slurmd >/dev/null || slurmd
+scontrol ping 2>/dev/null | grep -q UP || slurmctld
+pgrep -x -r R,S,D slurmd >/dev/null || slurmd
 for _ in $(seq 60); do
   if sinfo -h -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
     sinfo; exit 0
