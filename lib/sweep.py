@@ -322,9 +322,9 @@ def _train(spec: RunSpec, parameters: dict, env: dict[str, str | None], should_s
     with open(run_dir / STARTED, "a") as record:  # one line per attempt, and one at its end
         record.write(f"start {started} worker {_worker_name()} "
                      f"CUDA_VISIBLE_DEVICES={visible}\n")
-    command = [sys.executable, "-m", "papermill", str(NOTEBOOKS / spec.notebook),
+    command = [sys.executable, "-m", "lib.papermill_engine", str(NOTEBOOKS / spec.notebook),
                str(run_dir / spec.notebook), "-f", str(params_file), "--kernel", "python3",
-               "--no-progress-bar", "--log-level", "ERROR"]
+               "--engine", "ipc", "--no-progress-bar", "--log-level", "ERROR"]
     try:
         with open(log, "w") as stderr:
             # its own session: a Ctrl-C at the terminal reaches the sweep, which stops it
