@@ -25,8 +25,11 @@ REPORTS ?= reports/$(DATASET)
 ENSEMBLE_DIR = $(RUNS_DIR)/ensembles/$(basename $(notdir $(PLAN)))
 SWEEP_STAMP = $(RUNS_DIR)/.sweep_$(basename $(notdir $(PLAN)))
 EXECUTED = $(REPORTS)/notebooks
-LIB = $(wildcard lib/*.py)
-PAPERMILL = $(BIN)/papermill --kernel python3 --log-level WARNING
+# The lib/ files a notebook imports, directly or through other lib modules: an edit re-runs
+# only the notebooks that use the file.
+lib_deps = $(shell $(PYTHON) scripts/notebook_deps.py notebooks/$(1).ipynb)
+# --engine ipc: the kernel on Unix sockets that only this user can reach (lib/papermill_engine.py)
+PAPERMILL = $(BIN)/papermill --kernel python3 --engine ipc --log-level WARNING
 
 .PHONY: setup data demo report test test-fast lint lab clean wheelhouse FORCE
 
@@ -52,11 +55,12 @@ $(SYNTH_DIR)/truth.csv: | $(META)
 	$(BIN)/python -m lib.synthetic $(SYNTH_DIR) --profile $(PROFILE) --seed $(SEED) --truth-only
 TRUTH = $(if $(filter $(SYNTH_DIR),$(DATA_DIR)),$(SYNTH_DIR)/truth.csv)
 
-$(EXECUTED)/01_eda.ipynb: notebooks/01_eda.ipynb $(META) $(LIB) | $(STAMP)
+$(EXECUTED)/01_eda.ipynb: notebooks/01_eda.ipynb $(META) $(call lib_deps,01_eda) | $(STAMP)
 	@mkdir -p $(EXECUTED)
 	$(PAPERMILL) notebooks/01_eda.ipynb $@ -p data_dir $(DATA_ABS)
 
-$(EXECUTED)/02_preprocess.ipynb: notebooks/02_preprocess.ipynb $(META) $(LIB) | $(STAMP)
+$(EXECUTED)/02_preprocess.ipynb: notebooks/02_preprocess.ipynb $(META) \
+  $(call lib_deps,02_preprocess) | $(STAMP)
 	@mkdir -p $(EXECUTED)
 	$(PAPERMILL) notebooks/02_preprocess.ipynb $@ -p data_dir $(DATA_ABS) \
 	  -p cache_dir $(abspath $(CACHE_DIR)) -p check_md5 $(CHECK_MD5)
@@ -67,14 +71,16 @@ $(SWEEP_STAMP): $(EXECUTED)/02_preprocess.ipynb FORCE
 	$(BIN)/python -m lib.sweep $(PLAN) --workers $(WORKERS) --data-dir $(DATA_ABS) \
 	  --cache-dir $(abspath $(CACHE_DIR)) --runs-dir $(abspath $(RUNS_DIR)) --stamp $@
 
-$(EXECUTED)/05_ensemble.ipynb: notebooks/05_ensemble.ipynb $(SWEEP_STAMP) $(LIB) | $(STAMP)
+$(EXECUTED)/05_ensemble.ipynb: notebooks/05_ensemble.ipynb $(SWEEP_STAMP) \
+  $(call lib_deps,05_ensemble) | $(STAMP)
 	@mkdir -p $(EXECUTED)
 	$(PAPERMILL) notebooks/05_ensemble.ipynb $@ -p plan $(PLAN) -p runs_dir $(abspath $(RUNS_DIR)) \
 	  -p data_dir $(DATA_ABS) -p cache_dir $(abspath $(CACHE_DIR)) -p output_dir $(abspath $(ENSEMBLE_DIR))
 
 # Explanations of the ensemble's models (scored when DATA_DIR has truth.csv); the scores go
 # beside submission.csv.
-$(EXECUTED)/06_explain.ipynb: notebooks/06_explain.ipynb $(EXECUTED)/05_ensemble.ipynb $(LIB) \
+$(EXECUTED)/06_explain.ipynb: notebooks/06_explain.ipynb $(EXECUTED)/05_ensemble.ipynb \
+  $(call lib_deps,06_explain) \
   | $(STAMP) $(TRUTH)
 	@mkdir -p $(EXECUTED)
 	$(PAPERMILL) notebooks/06_explain.ipynb $@ -p plan $(PLAN) -p runs_dir $(abspath $(RUNS_DIR)) \

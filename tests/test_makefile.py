@@ -1,0 +1,61 @@
+"""The Makefile re-runs a notebook when a lib file it uses changes, and only then."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from lib.paths import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+from notebook_deps import imported_modules, lib_dependencies  # noqa: E402
+
+
+def test_imports_are_followed_through_lib_modules():
+    needed = {p.relative_to(REPO_ROOT).as_posix()
+              for p in lib_dependencies("from lib import plots")}
+    # plots imports images, which imports dataset: both are needed by whoever imports plots
+    assert {"lib/__init__.py", "lib/plots.py", "lib/images.py", "lib/dataset.py"} <= needed
+    assert "lib/explain.py" not in needed
+    assert "lib/synthetic/truth.py" in {
+        p.relative_to(REPO_ROOT).as_posix()
+        for p in lib_dependencies("from lib.synthetic import read_truth")}
+
+
+def test_relative_imports_resolve_against_the_package():
+    assert "lib.synthetic.folder" in imported_modules("from .folder import x", "lib.synthetic")
+    assert "lib.synthetic.folder" in imported_modules("from . import folder", "lib.synthetic")
+    assert "lib.x" in imported_modules("def f():\n    import lib.x\n")  # inside a function
+
+
+def make_dry_run(tmp_path, changed: str) -> set[str]:
+    """The notebooks that `make -n` of the executed 01 and 02 would execute, as if ``changed``
+    had just been edited (-W; nothing is touched)."""
+    reports = tmp_path / "reports"
+    done = subprocess.run(
+        ["make", "-n", "-W", changed, f"DATA_DIR={tmp_path / 'data'}", f"REPORTS={reports}",
+         f"{reports}/notebooks/01_eda.ipynb", f"{reports}/notebooks/02_preprocess.ipynb"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return {word.split("/")[-1] for line in done.stdout.splitlines() if "papermill" in line
+            for word in line.split() if word.startswith("notebooks/")}
+
+
+@pytest.fixture
+def executed_notebooks(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "metadata.csv").write_text("sample_id\n")
+    (tmp_path / "reports" / "notebooks").mkdir(parents=True)
+    for name in ("01_eda", "02_preprocess"):  # newer than every file they depend on
+        (tmp_path / "reports" / "notebooks" / f"{name}.ipynb").write_text("{}")
+    return tmp_path
+
+
+def test_an_edit_reruns_only_the_notebooks_that_use_the_file(executed_notebooks):
+    assert make_dry_run(executed_notebooks, "lib/explain.py") == set()
+    # 02 makes the folds, 01 does not
+    assert make_dry_run(executed_notebooks, "lib/folds.py") == {"02_preprocess.ipynb"}
+    assert make_dry_run(executed_notebooks, "lib/images.py") == {"01_eda.ipynb",
+                                                                 "02_preprocess.ipynb"}
