@@ -4,10 +4,8 @@ check what each notebook leaves behind)."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import uuid
 
 import nbformat
 import numpy as np
@@ -64,17 +62,18 @@ def test_eda_and_preprocess(workspace):
 @pytest.fixture(scope="module")
 def trained_run(workspace):
     """The README's papermill command with params/demo.yaml, shrunk to tiny data and a tiny
-    backbone (a run folder under runs/ that papermill must create)."""
-    name = f"pytest_{uuid.uuid4().hex[:8]}"
+    backbone (a run folder under runs/ that papermill must create). It runs in the test's
+    folder with --inject-output-path, so the run folder is the executed notebook's, in the
+    test's runs/ and not the repository's."""
+    root, name = workspace["root"], "pytest"
     relative = f"runs/{name}/test_efficientnet/fold1_seed3/03_train.ipynb"
-    command = [sys.executable, "-m", "papermill", "notebooks/03_train.ipynb", relative,
-               "-f", "params/demo.yaml", "-p", "name", name, "-p", "fold", "1", "-p", "seed", "3",
-               "-p", "data_dir", workspace["data_dir"], "-p", "cache_dir", workspace["cache_dir"],
-               "-y", json.dumps(TINY_RUN), "--kernel", "python3",
-               "--no-progress-bar"]
-    subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True)
-    yield REPO_ROOT / relative
-    shutil.rmtree(REPO_ROOT / "runs" / name)
+    command = [sys.executable, "-m", "papermill", str(NOTEBOOKS / "03_train.ipynb"), relative,
+               "-f", str(REPO_ROOT / "params/demo.yaml"), "-p", "name", name, "-p", "fold", "1",
+               "-p", "seed", "3", "-p", "data_dir", workspace["data_dir"],
+               "-p", "cache_dir", workspace["cache_dir"], "-y", json.dumps(TINY_RUN),
+               "--kernel", "python3", "--no-progress-bar", "--inject-output-path"]
+    subprocess.run(command, cwd=root, check=True, capture_output=True)
+    return root / relative
 
 
 @pytest.mark.slow
@@ -114,25 +113,23 @@ def test_predict_notebook_reproduces_the_run(trained_run, workspace):
 @pytest.mark.slow
 def test_bare_papermill_command_keeps_the_run_and_a_copy(workspace):
     """The design card's form without an output path: papermill prints the notebook to stdout;
-    the run folder still gets everything, and lib's stdout handler keeps the notebook there."""
-    name = f"pytest_{uuid.uuid4().hex[:8]}"
+    the run folder still gets everything, and lib's stdout handler keeps the notebook there.
+    The run folder is given (run_dir), so the test writes nothing into the repository's runs/;
+    where it would go without one is lib.runs.default_run_dir's (tests/test_runs.py)."""
+    run_dir = workspace["root"] / "bare" / "fold0_seed0"
     command = [sys.executable, "-m", "papermill", "notebooks/03_train.ipynb", "-f",
-               "params/demo.yaml", "-p", "name", name, "-p", "data_dir", workspace["data_dir"],
-               "-p", "cache_dir", workspace["cache_dir"],
+               "params/demo.yaml", "-p", "run_dir", str(run_dir),
+               "-p", "data_dir", workspace["data_dir"], "-p", "cache_dir", workspace["cache_dir"],
                "-y", json.dumps({**TINY_RUN, "epochs": 1}), "--kernel", "python3"]
-    try:
-        done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
-        printed = nbformat.reads(done.stdout, as_version=4)
-        run_dir = REPO_ROOT / "runs" / name / "test_efficientnet" / "fold0_seed0"
-        assert is_done(run_dir) and (run_dir / "oof_logits.csv").is_file()
-        kept = nbformat.read(run_dir / "03_train.ipynb", as_version=4)
-        assert kept == printed
-        last = printed.cells[-1].outputs[0]["text"]
-        assert f"Run folder: {run_dir}" in last and "NOT being written to the run folder" in last
-        assert f"papermill notebooks/03_train.ipynb {run_dir / '03_train.ipynb'}" in last
-    finally:
-        shutil.rmtree(REPO_ROOT / "runs" / name, ignore_errors=True)
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = nbformat.reads(done.stdout, as_version=4)
+    assert is_done(run_dir) and (run_dir / "oof_logits.csv").is_file()
+    kept = nbformat.read(run_dir / "03_train.ipynb", as_version=4)
+    assert kept == printed
+    last = printed.cells[-1].outputs[0]["text"]
+    assert f"Run folder: {run_dir}" in last and "NOT being written to the run folder" in last
+    assert f"papermill notebooks/03_train.ipynb {run_dir / '03_train.ipynb'}" in last
 
 
 @pytest.mark.slow
