@@ -101,10 +101,11 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 # The quick loop while changing code: every test not marked slow (no training, no Dask or
-# Slurm cluster, no notebook execution).
+# Slurm cluster, no notebook execution), on every core (pytest-xdist; TEST_WORKERS=0: in one).
+TEST_WORKERS ?= auto
 test-fast: setup
 	$(BIN)/ruff check lib tests scripts
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS)
 
 lint: setup
 	$(BIN)/ruff check lib tests scripts
