@@ -352,6 +352,31 @@ def _train(spec: RunSpec, parameters: dict, env: dict[str, str | None], should_s
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt at a run, as run_dir/attempts.txt records it."""
+
+    start: float
+    end: float | None  # None: still running, or killed before it could say
+    worker: str
+    visible: str  # its CUDA_VISIBLE_DEVICES ("(unset)"; "" where the line predates it)
+
+
+def read_attempts(run_dir: Path) -> list[Attempt]:
+    """Every attempt recorded in run_dir/attempts.txt, oldest first ([] where none started).
+    Lines: "start <time> worker <name> CUDA_VISIBLE_DEVICES=<value>" and "end <time>"."""
+    path = run_dir / STARTED
+    attempts: list[Attempt] = []
+    for line in (path.read_text().splitlines() if path.exists() else []):
+        kind, moment, *rest = line.split()
+        if kind == "start":
+            visible = rest[2].partition("=")[2] if len(rest) > 2 else ""
+            attempts.append(Attempt(float(moment), None, rest[1], visible))
+        elif attempts and attempts[-1].end is None:
+            attempts[-1] = dataclasses.replace(attempts[-1], end=float(moment))
+    return attempts
+
+
 def _notebook_kept(spec: RunSpec) -> bool:
     """The run's executed notebook is complete, or absent (a run made outside a sweep)."""
     executed = spec.run_dir / spec.notebook

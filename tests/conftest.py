@@ -1,4 +1,5 @@
-"""Shared fixtures: a hand-made miniature competition folder (no generator involved)."""
+"""Shared fixtures: a hand-made miniature competition folder (no generator involved), a tiny
+sweep plan."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from lib.schema import LABELS
 
@@ -53,3 +55,17 @@ def competition_dir(tmp_path: Path) -> Path:
         pd.DataFrame(table, columns=["sample_id", *LABELS]).to_csv(
             root / f"{split}_labels.csv", index=False)
     return root
+
+
+@pytest.fixture
+def tiny_plan(tmp_path: Path):
+    """A function (folds, seeds) -> path of a plan in tmp_path: one run of test_efficientnet
+    (params tiny.yaml: cls3 head, mass norm) per seed, on those folds."""
+    def write(folds: list[int], seeds: list[int]) -> Path:
+        params = tmp_path / "tiny.yaml"
+        params.write_text(yaml.safe_dump(dict(name="tiny", head="cls3", norm="mass")))
+        plan = tmp_path / "plan.yaml"
+        plan.write_text(yaml.safe_dump(dict(name="plan", folds=folds, runs=[
+            dict(params=str(params), backbone="test_efficientnet", seed=s) for s in seeds])))
+        return plan
+    return write

@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from lib.paths import REPO_ROOT
 from lib.runs import is_done
-from lib.sweep import FAILED, STARTED, expand_plan, load_plan
+from lib.sweep import FAILED, expand_plan, load_plan, read_attempts
 from lib.synthetic import generate
 
 pytestmark = pytest.mark.slow  # every test starts a Dask cluster and trains
@@ -87,39 +86,18 @@ def tiny_data(tmp_path_factory):
     return generate(root / "data", profile="tiny", seed=2), root / "cache"
 
 
-def write_plan(root: Path, folds: list[int], seeds: list[int]) -> Path:
-    params = root / "tiny.yaml"
-    params.write_text(yaml.safe_dump(dict(name="tiny", head="cls3", norm="mass")))
-    plan = root / "plan.yaml"
-    plan.write_text(yaml.safe_dump(dict(name="plan", folds=folds, runs=[
-        dict(params=str(params), backbone="test_efficientnet", seed=s) for s in seeds])))
-    return plan
-
-
 def sweep(plan, runs_dir, data_dir, cache_dir, *extra) -> list[str]:
     return [sys.executable, "-m", "lib.sweep", str(plan), "--runs-dir", str(runs_dir),
             "--data-dir", str(data_dir), "--cache-dir", str(cache_dir), "--no-progress",
             *TINY, *extra]
 
 
-def attempts(run_dir: Path) -> list[tuple[float, float | None, str]]:
-    """(start, end or None, worker) of each attempt recorded in the run folder."""
-    result = []
-    for line in (run_dir / STARTED).read_text().splitlines():
-        kind, moment, *rest = line.split()
-        if kind == "start":
-            result.append((float(moment), None, rest[1]))
-        else:
-            result[-1] = (result[-1][0], float(moment), result[-1][2])
-    return result
-
-
-def test_killed_worker_costs_only_its_run(cluster, tiny_data, tmp_path):
+def test_killed_worker_costs_only_its_run(cluster, tiny_data, tiny_plan, tmp_path):
     data_dir, cache_dir = tiny_data
     cluster.add_worker("w0", "--nthreads", "1")
     cluster.add_worker("w1", "--nthreads", "1")
     cluster.wait_for_workers(2)
-    plan = write_plan(tmp_path, folds=[0, 1], seeds=[1, 2])
+    plan = tiny_plan(folds=[0, 1], seeds=[1, 2])
     runs_dir = tmp_path / "runs"
     specs = expand_plan(load_plan(plan), runs_dir=runs_dir)
     process = subprocess.Popen(sweep(plan, runs_dir, data_dir, cache_dir, "--scheduler-file",
@@ -129,9 +107,9 @@ def test_killed_worker_costs_only_its_run(cluster, tiny_data, tmp_path):
     victim, deadline = None, time.time() + 180
     while victim is None and time.time() < deadline:  # a run that w0 is training now
         for spec in specs:
-            if (spec.run_dir / "03_train.ipynb").exists() and (spec.run_dir / STARTED).exists():
-                tries = attempts(spec.run_dir)
-                if tries and tries[-1][2] == "w0" and tries[-1][1] is None:
+            if (spec.run_dir / "03_train.ipynb").exists():
+                tries = read_attempts(spec.run_dir)
+                if tries and tries[-1].worker == "w0" and tries[-1].end is None:
                     victim = spec
         time.sleep(0.5)
     assert victim is not None, "w0 never trained a run"
@@ -143,27 +121,28 @@ def test_killed_worker_costs_only_its_run(cluster, tiny_data, tmp_path):
     for spec in specs:
         assert is_done(spec.run_dir) and not (spec.run_dir / FAILED).exists()
         assert not (spec.run_dir / ".tmp").exists()
-    tries = attempts(victim.run_dir)
-    assert [t[2] for t in tries] == ["w0", "w1"]  # rescheduled once, on the other worker
-    assert tries[0][1] is None  # the killed attempt never ended ...
-    assert tries[1][0] > tries[0][0]  # ... and the second began after it
+    tries = read_attempts(victim.run_dir)
+    assert [t.worker for t in tries] == ["w0", "w1"]  # rescheduled once, on the other worker
+    assert tries[0].end is None  # the killed attempt never ended ...
+    assert tries[1].start > tries[0].start  # ... and the second began after it
     assert f"{victim.label}" in out and "w1" in out.split(victim.label)[1].splitlines()[0]
 
 
-def test_runs_per_gpu_share_a_gpu_resource(cluster, tiny_data, tmp_path):
+def test_runs_per_gpu_share_a_gpu_resource(cluster, tiny_data, tiny_plan, tmp_path):
     """One worker with 3 threads advertising GPU=1: with --runs-per-gpu 2 at most two runs at
     once (the resource, not the threads, limits it)."""
     data_dir, cache_dir = tiny_data
     cluster.add_worker("g0", "--nthreads", "3", "--resources", "GPU=1")
     cluster.wait_for_workers(1)
-    plan = write_plan(tmp_path, folds=[0, 1, 2], seeds=[1])
+    plan = tiny_plan(folds=[0, 1, 2], seeds=[1])
     runs_dir = tmp_path / "runs"
     done = subprocess.run(sweep(plan, runs_dir, data_dir, cache_dir, "--scheduler-file",
                                 str(cluster.scheduler_file), "--runs-per-gpu", "2"),
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    intervals = [attempts(s.run_dir)[0][:2] for s in expand_plan(load_plan(plan),
-                                                                   runs_dir=runs_dir)]
+    firsts = [read_attempts(s.run_dir)[0] for s in expand_plan(load_plan(plan),
+                                                               runs_dir=runs_dir)]
+    intervals = [(a.start, a.end) for a in firsts]
     moments = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals],
                      key=lambda m: (m[0], m[1]))
     running, most = 0, 0
@@ -173,7 +152,8 @@ def test_runs_per_gpu_share_a_gpu_resource(cluster, tiny_data, tmp_path):
     assert most == 2
 
 
-def test_preflight_names_a_worker_that_cannot_see_the_data(cluster, tiny_data, tmp_path):
+def test_preflight_names_a_worker_that_cannot_see_the_data(cluster, tiny_data, tiny_plan,
+                                                          tmp_path):
     if shutil.which("unshare") is None or subprocess.run(
             ["unshare", "-m", "true"], capture_output=True).returncode != 0:
         pytest.skip("needs unshare -m (a private mount namespace) to hide a folder")
@@ -185,7 +165,7 @@ def test_preflight_names_a_worker_that_cannot_see_the_data(cluster, tiny_data, t
     cluster.add_worker("blind", "--nthreads", "1", prefix=[
         "unshare", "-m", "sh", "-c", f'mount -t tmpfs none "{hidden}" && exec "$0" "$@"'])
     cluster.wait_for_workers(2)
-    plan = write_plan(tmp_path, folds=[0], seeds=[1])
+    plan = tiny_plan(folds=[0], seeds=[1])
     runs_dir = tmp_path / "runs"
     done = subprocess.run(sweep(plan, runs_dir, hidden, cache_dir, "--scheduler-file",
                                 str(cluster.scheduler_file)),

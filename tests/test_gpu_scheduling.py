@@ -14,18 +14,17 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from lib import cluster
 from lib.paths import REPO_ROOT
 from lib.precision import precision_label
 from lib.runs import METRICS, is_done
 from lib.sweep import (
-    STARTED,
     _finished_status,
     data_fingerprints,
     expand_plan,
     load_plan,
+    read_attempts,
     resolve_devices,
     run_sweep,
 )
@@ -90,37 +89,14 @@ def tiny_data(tmp_path_factory):
     return generate(root / "data", profile="tiny", seed=3), root / "cache"
 
 
-def write_plan(root: Path, folds: list[int], seeds: list[int]) -> Path:
-    params = root / "tiny.yaml"
-    params.write_text(yaml.safe_dump(dict(name="tiny", head="cls3", norm="mass")))
-    plan = root / "plan.yaml"
-    plan.write_text(yaml.safe_dump(dict(name="plan", folds=folds, runs=[
-        dict(params=str(params), backbone="test_efficientnet", seed=s) for s in seeds])))
-    return plan
-
-
-def attempt_records(run_dir: Path) -> list[dict]:
-    """{start, end, worker, visible} of each attempt in attempts.txt."""
-    records = []
-    for line in (run_dir / STARTED).read_text().splitlines():
-        kind, moment, *rest = line.split()
-        if kind == "start":
-            assert rest[2].startswith("CUDA_VISIBLE_DEVICES="), line
-            records.append(dict(start=float(moment), end=None, worker=rest[1],
-                                visible=rest[2].split("=", 1)[1]))
-        else:
-            records[-1]["end"] = float(moment)
-    return records
-
-
 @pytest.mark.slow
-def test_gpu_pins_survive_a_worker_restart(tiny_data, tmp_path):
+def test_gpu_pins_survive_a_worker_restart(tiny_data, tiny_plan, tmp_path):
     """A local cluster pinned to GPU ids 0 and 1 (the runs train on the CPU device): the
     worker of GPU 1 is killed mid-run, its nanny restarts it on a new port, and the runs it
     trains after that still see CUDA_VISIBLE_DEVICES=1; no attempt ever sees another id."""
     data_dir, cache_dir = tiny_data
     runs_dir = tmp_path / "runs"
-    plan = write_plan(tmp_path, folds=[0, 1, 2], seeds=[1, 2])
+    plan = tiny_plan(folds=[0, 1, 2], seeds=[1, 2])
     overrides = dict(TINY, data_dir=str(data_dir), cache_dir=str(cache_dir))
     specs = resolve_devices(expand_plan(load_plan(plan), runs_dir=runs_dir), overrides, True)
     assert {s.device for s in specs} == {"cpu"}  # asked for explicitly: not resolved to cuda
@@ -138,11 +114,10 @@ def test_gpu_pins_survive_a_worker_restart(tiny_data, tmp_path):
         victim, deadline = None, time.time() + 300
         while victim is None and time.time() < deadline:  # a run gpu1 is training now
             for spec in specs:
-                if (spec.run_dir / STARTED).exists():
-                    tries = attempt_records(spec.run_dir)
-                    if tries and tries[-1]["worker"] == "gpu1" and tries[-1]["end"] is None \
-                            and (spec.run_dir / "03_train.ipynb").exists():
-                        victim = spec
+                tries = read_attempts(spec.run_dir)
+                if tries and tries[-1].worker == "gpu1" and tries[-1].end is None \
+                        and (spec.run_dir / "03_train.ipynb").exists():
+                    victim = spec
             time.sleep(0.2)
         assert victim is not None, "gpu1 never trained a run"
         time.sleep(1)
@@ -153,15 +128,15 @@ def test_gpu_pins_survive_a_worker_restart(tiny_data, tmp_path):
         workers = client.scheduler_info(n_workers=-1)["workers"].values()
         assert sorted(w["name"] for w in workers) == ["gpu0", "gpu1"]  # gpu1 came back
     assert [status for _, status, _, _ in results] == ["ran"] * len(specs), results
-    records = {spec.label: attempt_records(spec.run_dir) for spec in specs}
+    records = {spec.label: read_attempts(spec.run_dir) for spec in specs}
     for label, tries in records.items():
         for attempt in tries:
-            assert attempt["worker"] in ("gpu0", "gpu1"), (label, attempt)
-            assert attempt["visible"] == attempt["worker"].removeprefix("gpu"), (label, attempt)
-    assert records[victim.label][0]["end"] is None  # the killed attempt never ended
+            assert attempt.worker in ("gpu0", "gpu1"), (label, attempt)
+            assert attempt.visible == attempt.worker.removeprefix("gpu"), (label, attempt)
+    assert records[victim.label][0].end is None  # the killed attempt never ended
     assert is_done(victim.run_dir) and len(records[victim.label]) == 2
     restarted = [a for tries in records.values() for a in tries
-                 if a["worker"] == "gpu1" and a["start"] > killed_at]
+                 if a.worker == "gpu1" and a.start > killed_at]
     assert restarted, "the restarted gpu1 trained nothing after the kill"
 
 
@@ -195,10 +170,11 @@ def sweep_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     (["--folds", "7"], "fold 7 (tiny/test_efficientnet/fold7_seed1): the runs have n_folds=5"),
     (["-p", "device", "cuda:1"], "a sweep takes auto, cpu or cuda"),
 ])
-def test_bad_sweep_options_are_refused_before_anything_starts(tmp_path, args, message):
+def test_bad_sweep_options_are_refused_before_anything_starts(tmp_path, tiny_plan, args,
+                                                             message):
     if args[0] == "--gpus" and cluster.visible_gpus():
         pytest.skip("this machine has GPUs")
-    plan = write_plan(tmp_path, folds=[0], seeds=[1])
+    plan = tiny_plan(folds=[0], seeds=[1])
     done = sweep_cli(str(plan), "--runs-dir", str(tmp_path / "runs"), *args)
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr
@@ -206,11 +182,12 @@ def test_bad_sweep_options_are_refused_before_anything_starts(tmp_path, args, me
 
 
 @pytest.mark.slow
-def test_cuda_asked_on_a_machine_without_it_is_refused_naming_each_worker(tiny_data, tmp_path):
+def test_cuda_asked_on_a_machine_without_it_is_refused_naming_each_worker(tiny_data, tiny_plan,
+                                                                          tmp_path):
     if cluster.visible_gpus():
         pytest.skip("this machine has GPUs")
     data_dir, cache_dir = tiny_data
-    plan = write_plan(tmp_path, folds=[0], seeds=[1])
+    plan = tiny_plan(folds=[0], seeds=[1])
     runs_dir = tmp_path / "runs"
     done = sweep_cli(str(plan), "--runs-dir", str(runs_dir), "--data-dir", str(data_dir),
                      "--cache-dir", str(cache_dir), "--workers", "2", "-p", "device", "cuda")

@@ -16,7 +16,7 @@ import yaml
 
 from lib.paths import REPO_ROOT
 from lib.runs import is_done
-from lib.sweep import STARTED, expand_plan, load_plan
+from lib.sweep import expand_plan, load_plan, read_attempts
 from lib.synthetic import generate
 
 TINY = ["-p", "m_bins", "64", "-p", "t_bins", "96", "-p", "tta_offsets", "[-32, 0, 32]",
@@ -62,28 +62,6 @@ def cluster_yaml(root: Path, **changes) -> tuple[Path, str]:
     return path, job_name
 
 
-def write_plan(root: Path) -> Path:
-    params = root / "tiny.yaml"
-    params.write_text(yaml.safe_dump(dict(name="tiny", head="cls3", norm="mass")))
-    plan = root / "plan.yaml"
-    plan.write_text(yaml.safe_dump(dict(name="plan", folds=[0, 1, 2], runs=[
-        dict(params=str(params), backbone="test_efficientnet", seed=1)])))
-    return plan
-
-
-def open_attempts(run_dir: Path) -> list[str]:
-    """Workers of the attempts that started and have not ended."""
-    if not (run_dir / STARTED).exists():
-        return []
-    workers = []
-    for line in (run_dir / STARTED).read_text().splitlines():
-        if line.startswith("start"):
-            workers.append(line.split()[3])
-        elif workers:
-            workers.pop()
-    return workers
-
-
 def queued(job_name: str, *states: str) -> list[str]:
     command = ["squeue", "-h", "-n", job_name, "-o", "%i"]
     if states:
@@ -91,10 +69,10 @@ def queued(job_name: str, *states: str) -> list[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=30).stdout.split()
 
 
-def test_a_sweep_through_slurm_survives_a_cancelled_job(tiny_data, tmp_path):
+def test_a_sweep_through_slurm_survives_a_cancelled_job(tiny_data, tiny_plan, tmp_path):
     data_dir, cache_dir = tiny_data
     config, job_name = cluster_yaml(tmp_path)
-    plan = write_plan(tmp_path)
+    plan = tiny_plan(folds=[0, 1, 2], seeds=[1])
     runs_dir = tmp_path / "runs"
     specs = expand_plan(load_plan(plan), runs_dir=runs_dir)
     sweep = subprocess.Popen([sys.executable, "-m", "lib.sweep", str(plan), "--cluster",
@@ -106,8 +84,8 @@ def test_a_sweep_through_slurm_survives_a_cancelled_job(tiny_data, tmp_path):
     try:
         deadline, cancelled = time.time() + 400, None
         while cancelled is None and time.time() < deadline and sweep.poll() is None:
-            training = [w for s in specs for w in open_attempts(s.run_dir)
-                        if (s.run_dir / "03_train.ipynb").exists()]
+            training = [a.worker for s in specs for a in read_attempts(s.run_dir)
+                        if a.end is None and (s.run_dir / "03_train.ipynb").exists()]
             running_jobs = queued(job_name, "R")
             if len(set(training)) == 2 and len(running_jobs) == 2:  # both jobs train a run
                 time.sleep(2)
@@ -122,7 +100,7 @@ def test_a_sweep_through_slurm_survives_a_cancelled_job(tiny_data, tmp_path):
             sweep.communicate()
     assert sweep.returncode == 0, out + err
     assert "3 runs: 3 ran, 0 already finished, 0 failed" in out, out + err
-    attempts = {s.label: (s.run_dir / STARTED).read_text().count("start") for s in specs}
+    attempts = {s.label: len(read_attempts(s.run_dir)) for s in specs}
     assert sorted(attempts.values()) == [1, 1, 2], attempts  # one run was retried
     for spec in specs:
         assert is_done(spec.run_dir) and not (spec.run_dir / "FAILED").exists()
@@ -135,10 +113,11 @@ def test_a_sweep_through_slurm_survives_a_cancelled_job(tiny_data, tmp_path):
     assert not list(REPO_ROOT.glob(".dask-tls-*"))  # the credentials went with the cluster
 
 
-def test_a_partition_that_does_not_exist_is_named_and_nothing_waits(tiny_data, tmp_path):
+def test_a_partition_that_does_not_exist_is_named_and_nothing_waits(tiny_data, tiny_plan,
+                                                                    tmp_path):
     data_dir, cache_dir = tiny_data
     config, job_name = cluster_yaml(tmp_path, queue="no_such_partition")
-    plan = write_plan(tmp_path)
+    plan = tiny_plan(folds=[0, 1, 2], seeds=[1])
     began = time.time()
     done = subprocess.run([sys.executable, "-m", "lib.sweep", str(plan), "--cluster",
                            str(config), "--runs-dir", str(tmp_path / "runs"), "--data-dir",

@@ -19,11 +19,14 @@ from lib.paths import REPO_ROOT
 from lib.runs import is_done
 from lib.sweep import (
     FAILED,
+    STARTED,
+    Attempt,
     PlanError,
     check_parameters,
     expand_plan,
     load_plan,
     main,
+    read_attempts,
     run_parameters,
 )
 from lib.synthetic import generate
@@ -373,3 +376,15 @@ def test_a_local_sweep_listens_on_loopback_only(tmp_path, tiny_data):
         process.communicate(timeout=120)
     assert len(listening) >= 4, listening  # scheduler, dashboard, nanny, worker (+ kernel)
     assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
+
+
+def test_attempts_are_read_back_with_their_worker_pin_and_end(tmp_path):
+    assert read_attempts(tmp_path) == []  # no attempt yet
+    (tmp_path / STARTED).write_text(
+        "start 10.0 worker gpu1 CUDA_VISIBLE_DEVICES=1\n"  # killed: no end line
+        "start 20.5 worker gpu0 CUDA_VISIBLE_DEVICES=0\n"
+        "end 30.0\n"
+        "start 40.0 worker w3\n")  # a line written before the pin was recorded
+    assert read_attempts(tmp_path) == [Attempt(10.0, None, "gpu1", "1"),
+                                       Attempt(20.5, 30.0, "gpu0", "0"),
+                                       Attempt(40.0, None, "w3", "")]
