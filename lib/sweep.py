@@ -335,7 +335,7 @@ def _train(spec: RunSpec, parameters: dict, env: dict[str, str | None], should_s
             while process.poll() is None:
                 if should_stop is not None and time.time() >= next_check:
                     if should_stop():
-                        _end_process_tree(process)
+                        end_process_tree(process)
                         return "stopped", "stopped by the user (Ctrl-C): left unfinished"
                     next_check = time.time() + STOP_POLL_SECONDS
                 time.sleep(0.1)
@@ -419,16 +419,18 @@ def _run_lock(run_dir: Path, should_stop):
         yield True
 
 
-def _end_process_tree(process: subprocess.Popen, grace_seconds: float = 10.0) -> None:
-    """SIGINT to papermill (it shuts its kernel down), then SIGKILL to whatever of it and its
-    descendants (the kernel) is still alive."""
+def end_process_tree(process: subprocess.Popen, grace_seconds: float = 10.0,
+                     first_signal: int = signal.SIGINT) -> None:
+    """``first_signal`` to ``process`` (SIGINT: papermill shuts its kernel down), then, after
+    at most ``grace_seconds``, SIGKILL to whatever of it and its descendants is still alive
+    (those in sessions of their own too, like a sweep's papermill runs)."""
     import psutil
 
     try:
         tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
     except psutil.NoSuchProcess:
         return
-    process.send_signal(signal.SIGINT)
+    process.send_signal(first_signal)
     _, alive = psutil.wait_procs(tree, timeout=grace_seconds)
     for leftover in alive:
         try:

@@ -298,33 +298,11 @@ def run_bounded(command: list[str], timeout: float, log, env: dict | None = None
     try:
         return process.wait(timeout=max(timeout, 0.1))
     except subprocess.TimeoutExpired:
-        end_tree(process)
+        from lib.sweep import end_process_tree
+
+        # SIGTERM to the phase, then SIGKILL to what is left of its tree (papermill runs too)
+        end_process_tree(process, KILL_GRACE_S, signal.SIGTERM)
         return None
-
-
-def end_tree(process: subprocess.Popen) -> None:
-    """SIGTERM to the process and all its descendants (also those in sessions of their own,
-    like the sweep's papermill runs), SIGKILL to what is left after KILL_GRACE_S."""
-    import psutil
-
-    try:
-        root = psutil.Process(process.pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        tree = []
-    for p in tree:
-        try:
-            p.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(tree, timeout=KILL_GRACE_S)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=KILL_GRACE_S)
-    process.wait()
 
 
 # ---- estimates -----------------------------------------------------------------------------
