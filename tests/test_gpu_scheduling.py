@@ -165,7 +165,8 @@ def sweep_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("args, message", [
     (["--runs-per-gpu", "0"], "--runs-per-gpu must be in 1..64, got 0"),
     (["--workers", "0"], "--workers must be at least 1, got 0"),
-    (["--gpus", "0"], "--gpus 0: torch sees no GPU on this machine"),
+    pytest.param(["--gpus", "0"], "--gpus 0: torch sees no GPU on this machine",
+                 marks=pytest.mark.slow),  # the sweep asks a fresh Python with torch
     (["--folds", "0,x"], "--folds '0,x': give fold numbers separated by commas"),
     (["--folds", "7"], "fold 7 (tiny/test_efficientnet/fold7_seed1): the runs have n_folds=5"),
     (["-p", "device", "cuda:1"], "a sweep takes auto, cpu or cuda"),
@@ -217,6 +218,7 @@ def test_cuda_problems_are_named():
                                  "capability": [9, 0]}) == ""
 
 
+@pytest.mark.slow  # two fresh Pythons that import torch
 def test_probe_reports_what_torch_sees_here():
     probe = cluster.probe_cuda()
     assert probe["torch"].split("+")[0] == __import__("torch").__version__.split("+")[0]
