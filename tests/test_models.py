@@ -157,3 +157,26 @@ def test_head_runs_in_fp32_under_bf16_autocast():
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # what it avoids
             rounded = model.head(captured["x"]).float()
         assert (rounded - expected).abs().max() > 1e-5  # bf16 would be told apart at atol
+
+
+def test_seq1d_is_a_sequence_model_in_the_same_frame():
+    torch.manual_seed(0)
+    model = build_model("seq1d_tiny", "cls3", m_bins=32).eval()
+    x = torch.rand(3, 2, 32, 96)
+    with torch.no_grad():
+        logits = model(x)
+        widths = [model.forward_width(x, w) for w in tta_widths(96)]
+    assert logits.shape == (3, 9)
+    torch.testing.assert_close(logits, torch.stack(widths).mean(dim=0))  # TTA over widths
+    with pytest.raises(ValueError, match="built for m_bins=32 mass rows, got images of 64"):
+        model(torch.rand(1, 2, 64, 96))
+
+
+def test_seq1d_sizes_and_what_it_refuses():
+    with torch.device("meta"):
+        assert count_parameters(build_model("seq1d", "cls3")) == 3_492_632
+        assert count_parameters(build_model("seq1d_tiny", "cls3")) == 334_872
+    with pytest.raises(ValueError, match="takes head cls3"):
+        build_model("seq1d", "flatM")
+    with pytest.raises(ValueError, match="pretrained false"):
+        build_model("seq1d", "cls3", pretrained=True)
