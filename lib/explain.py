@@ -75,13 +75,15 @@ FAMILIES = {"cnn": CHECKPOINT, "feature": FEATURE_MODEL}  # family -> the file i
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
-def check_settings(n_samples: int, methods: Sequence[str], cam_method: str = "") -> None:
+def check_settings(n_samples: int, methods: Sequence[str], cam_method: str = "",
+                   name: str = "n_samples") -> None:
     """ValueError naming the setting (06's parameter of that name) when it cannot be used:
-    n_samples, the positive OOF samples per label, below 1; methods empty or not among
-    METHODS; cam_method neither "" (the backbone's default) nor a key of CAM_METHODS."""
+    n_samples (06's parameter ``name``), the positive OOF samples per label, below 1; methods
+    empty or not among METHODS; cam_method neither "" (the backbone's default) nor a key of
+    CAM_METHODS."""
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) \
             or n_samples < 1:
-        raise ValueError(f"n_samples (positive out-of-fold samples per label) must be "
+        raise ValueError(f"{name} (positive out-of-fold samples per label) must be "
                          f"an integer of at least 1, got {n_samples!r}")
     if not methods or not set(methods) <= set(METHODS):
         raise ValueError(f"methods must be one or more of {list(METHODS)}, got {list(methods)}")

@@ -451,6 +451,11 @@ def test_settings_that_cannot_be_used_are_refused(tmp_path, tiny_cache, settings
                               cam_method=chosen["cam_method"])
 
 
+def test_the_setting_is_named():
+    with pytest.raises(ValueError, match="n_model_samples .* at least 1, got 0"):
+        explain.check_settings(0, ["map"], name="n_model_samples")
+
+
 def test_scores_document_and_its_file(tmp_path):
     per_sample = pd.DataFrame({"model": ["ensemble", "ensemble", "a/b/seed0"],
                                "sample_id": ["S1", "S2", "S1"], "label": "aromatic",
@@ -571,8 +576,9 @@ def _execute_06(tiny_plan, name, **parameters):
                         parameters=dict(plan=str(tiny_plan["plan"]),
                                         runs_dir=str(tiny_plan["runs_dir"]),
                                         data_dir=str(tiny_plan["data_dir"]),
-                                        cache_dir=str(tiny_plan["cache_dir"]), n_samples=2,
-                                        n_examples=2, output_dir=str(tiny_plan["ensemble_dir"]))
+                                        cache_dir=str(tiny_plan["cache_dir"]), n_samples=3,
+                                        n_model_samples=2, n_examples=2,
+                                        output_dir=str(tiny_plan["ensemble_dir"]))
                         | parameters, kernel_name="python3", progress_bar=False)
     cells = nbformat.read(executed, as_version=4).cells
     text = "".join(o.get("text", "") for c in cells for o in c.get("outputs", []))
