@@ -583,7 +583,7 @@ def _pick(name: str, usable: Sequence[int], train_labels: pd.DataFrame, folds: p
     oof_ids = [s for s in oof_ids if s in train_labels.index]
     picked = pick_samples(train_labels.loc[oof_ids, list(labels)], n_per_label, seed, hidden)
     for label, ids in picked.items():
-        if not ids:
+        if usable and not ids:  # without a usable fold, the folds' problems say it all
             problems.append(f"{name}: {label}: no positive OOF sample among the finished folds "
                             f"(whose run can show it), not explained")
     return picked
