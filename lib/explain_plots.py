@@ -80,3 +80,38 @@ def explained_examples(inputs: list[np.ndarray], maps: list[np.ndarray], probs: 
         right.tick_params(labelsize=7)
     fig.tight_layout()
     return fig
+
+
+def mz_profiles(profiles: dict[str, np.ndarray], true_ions: dict[str, dict[int, float]],
+                counts: dict[str, int], title: str, ylabel: str = "mean logit drop"
+                ) -> plt.Figure:
+    """One panel per label: the attribution profile over m/z (the mean over the label's
+    samples of an (m,) attribution, e.g. the ensemble's occlusion drops), with the label's
+    true ions marked: orange triangles at the top, their size the share of samples in which
+    the ion is a true ion of the label (true_ions: {label: {mz: share in (0, 1]}}); without
+    truth, the textbook ions (grey). counts: samples averaged per label."""
+    labels = [label for label in LABELS if label in profiles]
+    fig, axes = _label_axes(labels, height=2.6)
+    for ax, label in zip(axes, labels):
+        profile = np.asarray(profiles[label], dtype=float)
+        ax.bar(np.arange(profile.size), profile, width=1.0, color="tab:blue")
+        top = profile.max() if profile.max() > 0 else 1.0
+        ions = true_ions.get(label)
+        if ions:
+            mz = np.array([m for m in ions if m < profile.size])
+            sizes = 10 + 50 * np.array([ions[m] for m in mz])
+            ax.scatter(mz, np.full(mz.size, top * 1.08), marker="v", s=sizes, color="tab:orange",
+                       label="true ions")
+        else:
+            mz = [m for m in CHARACTERISTIC_IONS.get(label, []) if m < profile.size]
+            ax.scatter(mz, np.full(len(mz), top * 1.08), marker="v", color="tab:gray",
+                       label="textbook ions")
+        ax.set_ylim(min(profile.min(), 0) * 1.1, top * 1.2)
+        ax.set_title(f"{SHORT[label]} (n={counts.get(label, 0)})", fontsize=10)
+        ax.set_xlabel("m/z", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(f"{title} (triangles: the label's true ions)" if true_ions else
+                 f"{title} (triangles: the label's textbook ions)")
+    fig.tight_layout()
+    return fig

@@ -240,6 +240,6 @@ def load_image_cache(path: str | Path) -> dict[str, np.ndarray]:
 def _progress(iterable, enabled: bool, total: int | None = None):
     if not enabled:
         return iterable
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bar on stderr: no widget library needed in a notebook
 
     return tqdm(iterable, total=total, desc="rendering images", unit="sample")

@@ -112,19 +112,49 @@ code {{ background: #f3f3f3; padding: 1px 4px; }}
 
 
 def explanation_section(reports: Path, ensemble_dir: Path | None) -> str:
-    """HTML: a link to the executed 06_explain and its scores against the synthetic truth
-    (explain_scores.json in the ensemble folder), one row per label."""
+    """HTML: a link to the executed 06_explain, the ensemble's attribution figure
+    (explain_ensemble.png in the ensemble folder) and the scores against the synthetic truth
+    (explain_scores.json there: the ensemble's per label, then each model's)."""
     page = reports / "06_explain.html"
     link = (f'<p><a href="{page.name}">06_explain</a>: which m/z rows and moments drive each '
-            f"label (Grad-CAM and occlusion).</p>" if page.is_file() else
-            "<p>No explanations yet (notebook 06).</p>")
-    scores_path = ensemble_dir / "explain_scores.json" if ensemble_dir else None
-    if not (scores_path and scores_path.is_file()):
+            f"label, for the submission and for every model of the plan.</p>"
+            if page.is_file() else "<p>No explanations yet (notebook 06).</p>")
+    if not ensemble_dir:
         return link
-    scores = pd.DataFrame(json.loads(scores_path.read_text())).T.rename(index=SHORT)
-    table = scores.round(3).to_html(border=0, na_rep="")
-    return (link + "<p>Attribution on the labels' true ions (synthetic truth) against chance; "
-            "top-5 hit rate: share of the top-5 m/z (occlusion) that are true ions.</p>" + table)
+    figure = ensemble_dir / "explain_ensemble.png"
+    if figure.is_file():
+        link += (f'<p>The submission: drop of the ensemble\'s mean logit when each m/z row is '
+                 f'emptied, per label (triangles: the true ions).</p>'
+                 f'<img src="{html.escape(os.path.relpath(figure, reports))}" '
+                 f'style="max-width: 100%">')
+    scores_path = ensemble_dir / "explain_scores.json"
+    if not scores_path.is_file():
+        return link
+    scores = json.loads(scores_path.read_text())
+    ensemble = score_frame(scores.get("ensemble", {}))
+    models = pd.concat({f"{name}{' (chosen)' if entry.get('chosen') else ''}":
+                        score_frame(entry.get("labels", {}))
+                        for name, entry in scores.get("models", {}).items()
+                        if entry.get("labels")} or {"": pd.DataFrame()})
+    text = ("<p>Attribution on the labels' true ions (synthetic truth) against chance, with the "
+            "90 % bootstrap interval of the share over samples; top-5 hit rate: share of the "
+            "top-5 m/z (occlusion) that are true ions.</p>")
+    if len(ensemble):
+        text += "<h3>The ensemble</h3>" + ensemble.to_html(border=0, na_rep="")
+    if len(models):
+        text += "<h3>Each model</h3>" + models.to_html(border=0, na_rep="")
+    return link + text
+
+
+def score_frame(per_label: dict[str, dict]) -> pd.DataFrame:
+    """{label: scores} of explain_scores.json -> a table, one row per label (short names),
+    shares rounded to 3 decimals, intervals as "low-high"."""
+    frame = pd.DataFrame(per_label).T.rename(index=SHORT)
+    for column in frame.columns:
+        frame[column] = [f"{v[0]:.3f}-{v[1]:.3f}" if isinstance(v, list) else
+                         "" if pd.isna(v) else f"{v:.3f}" if isinstance(v, float) else v
+                         for v in frame[column]]
+    return frame
 
 
 def main(argv: list[str] | None = None) -> None:

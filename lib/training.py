@@ -454,6 +454,6 @@ def compile_widths(model: nn.Module) -> None:
 def _bar(iterable, desc: str):
     if not desc:
         return iterable
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bar on stderr: no widget library needed in a notebook
 
     return tqdm(iterable, desc=desc, leave=False)

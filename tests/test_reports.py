@@ -58,8 +58,20 @@ def test_index_links_the_explanations_and_their_scores(tmp_path):
     assert "No explanations yet" in index
     (report_dir / "06_explain.html").write_text("<html></html>")
     (ensemble_dir / "explain_scores.json").write_text(json.dumps({
-        "chlorine_bearing_compound": {"gradcam_share": 0.41234, "occlusion_share": 0.5,
-                                      "chance_share": 0.02, "top5_hit_rate": 0.8}}))
+        "ensemble": {"chlorine_bearing_compound": {
+            "occlusion_share": 0.41234, "occlusion_share_interval": [0.3012, 0.5234],
+            "occlusion_chance_share": 0.02, "top5_hit_rate": 0.8, "samples": 6}},
+        "models": {
+            "features_lr/logistic/seed0": {"chosen": True, "problems": [], "labels": {
+                "aromatic": {"map_share": 0.2468, "chance_share": 0.01, "samples": 6}}},
+            "demo/net/seed0": {"chosen": False, "problems": ["not trained"], "labels": {}}}}))
     index = reports.write_index(report_dir, empty, ensemble_dir).read_text()
     assert 'href="06_explain.html"' in index and "No explanations yet" not in index
-    assert "chlorine" in index and "0.412" in index and "top5_hit_rate" in index
+    assert "The ensemble" in index and "chlorine" in index and "0.412" in index
+    assert "0.301-0.523" in index and "top5_hit_rate" in index
+    assert "features_lr/logistic/seed0 (chosen)" in index and "0.247" in index
+    assert "demo/net/seed0" not in index  # nothing scored for it
+    assert "<img" not in index  # no figure yet
+    (ensemble_dir / "explain_ensemble.png").write_bytes(b"png")
+    index = reports.write_index(report_dir, empty, ensemble_dir).read_text()
+    assert '<img src="../ensemble/explain_ensemble.png"' in index

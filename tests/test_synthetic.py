@@ -216,6 +216,13 @@ def test_truth_names_positive_labels_only(tiny):
     assert tuple(truth.columns) == TRUTH_COLUMNS
     assert set(truth["role"]) <= set(ROLES) and {"label", "background"} <= set(truth["role"])
     assert (truth["label"] != "").eq(truth["role"] == "label").all()
+    # a row without an ion: a positive the run cannot show, and why
+    unseen = truth[truth["mz"].isna()]
+    assert len(unseen) and (unseen["role"] == "label").all()
+    assert unseen["note"].str.startswith("not shown: ").all()
+    assert unseen[["signal", "relative_intensity", "t_start_min"]].isna().all().all()
+    assert (truth.loc[truth["mz"].notna(), "note"] == "").all()
+    truth = truth[truth["mz"].notna()]
     assert truth["relative_intensity"].between(0, 1, inclusive="right").all()
     assert (truth["t_start_min"] <= truth["t_end_min"]).all()
     labels = _all_labels(tiny)
@@ -226,11 +233,15 @@ def test_truth_names_positive_labels_only(tiny):
                                                             labelled["label"]))
     confusers = rows[rows["role"] == "confuser"]
     assert all(labels.at[s, f] == 0 for s, f in zip(confusers["sample_id"], confusers["family"]))
-    # most positives show inside the recording (a few elute before or after it)
+    # most positives show inside the recording (a few elute before or after it); every
+    # positive has a row, with an ion or saying why it has none
     positives = labels.stack()
     positives = set(positives[positives == 1].index)
     shown = set(zip(labelled["sample_id"], labelled["label"]))
     assert shown <= positives and len(shown) >= 0.8 * len(positives)
+    unseen = unseen[unseen["sample_id"].isin(labels.index)]
+    assert shown | set(zip(unseen["sample_id"], unseen["label"])) == positives
+    assert not shown & set(zip(unseen["sample_id"], unseen["label"]))
 
 
 def test_truth_matches_the_rendered_runs(tiny):
@@ -268,6 +279,8 @@ def test_truth_of_simulate_run_is_its_rows():
     run, truth = simulate_run_with_truth(np.random.default_rng(5), labels, True, TINY)
     pd.testing.assert_frame_equal(run, simulate_run(np.random.default_rng(5), labels, True, TINY))
     assert list(truth.columns) == list(TRUTH_COLUMNS[1:])
+    assert set(truth.loc[truth["role"] == "label", "label"]) == set(LABELS)  # all nine positive
+    truth = truth[truth["mz"].notna()]
     assert truth["mz"].between(np.round(run["mass"]).min(), np.round(run["mass"]).max()).all()
     assert truth["t_start_min"].min() >= run["time"].min()
     assert truth["t_end_min"].max() <= run["time"].max()
@@ -393,3 +406,35 @@ def test_truth_reader_names_the_line_of_a_label_it_does_not_know(tiny, tmp_path)
     with pytest.raises(ValueError, match=rf"truth.csv: line {row + 1}: label 'Hydrocarbon' is "
                                          r"not a label .*; 1 such rows"):
         read_truth(tmp_path)
+
+
+
+def test_a_positive_the_run_cannot_show_has_a_row_saying_why():
+    """A derivatized run starts recording after the mineral gases are gone, and its mass sweep
+    starts above water: its mineral positive has one row, without an ion, saying why; the
+    run itself is the one the generator always made."""
+    labels = np.zeros(9, int)
+    labels[LABELS.index("mineral")] = 1
+    reasons = []
+    for seed in range(6):
+        run, truth = simulate_run_with_truth(np.random.default_rng(seed), labels, True, TINY)
+        pd.testing.assert_frame_equal(run, simulate_run(np.random.default_rng(seed), labels,
+                                                        True, TINY))
+        mineral = truth[truth["label"] == "mineral"]
+        assert len(mineral)
+        if mineral["mz"].isna().any():
+            assert len(mineral) == 1 and mineral["note"].iloc[0].startswith("not shown: ")
+            reasons.append(mineral["note"].iloc[0])
+    assert reasons and all("outside the" in reason for reason in reasons), reasons
+
+
+def test_truth_reader_leaves_out_unknown_labels_when_asked_to_go_on(tiny, tmp_path):
+    lines = (tiny / "truth.csv").read_text().splitlines(keepends=True)
+    row = next(i for i, line in enumerate(lines) if ",label,hydrocarbon," in line)
+    lines[row] = lines[row].replace(",label,hydrocarbon,", ",label,Hydrocarbon,")
+    (tmp_path / "truth.csv").write_text("".join(lines))
+    problems = []
+    truth = read_truth(tmp_path, problems)
+    assert problems == [f"{tmp_path / 'truth.csv'}: line {row + 1}: label 'Hydrocarbon' is not "
+                        f"a label (known: {list(LABELS)}); 1 such rows, left out"]
+    assert len(truth) == len(lines) - 2 and "Hydrocarbon" not in set(truth["label"])

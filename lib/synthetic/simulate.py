@@ -27,7 +27,7 @@ from lib.synthetic.chemistry import (
     Compound,
 )
 from lib.synthetic.profiles import Profile, get_profile
-from lib.synthetic.truth import TRUTH_COLUMNS
+from lib.synthetic.truth import TRUTH_COLUMNS, unseen_positive_rows
 
 # Difficulty knobs, set by scripts/calibrate_synthetic.py (benchmark CV loss ~0.18 on `small`).
 P_WEAK = 0.08  # chance that a positive label shows only near the noise floor
@@ -284,6 +284,7 @@ class _Canvas:
         self.temperature = np.interp(times, ramp_times, ramp_temps)
         self.grid = np.zeros((len(times), len(masses)))
         self.truth: list[tuple] = []
+        self.misses: list[tuple[str, str]] = []  # (label, why) of label signals left unseen
         self.n_signals = 0
 
     def _columns(self, ions: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -304,6 +305,7 @@ class _Canvas:
         """A tailing Gaussian elution profile (sigma minutes, right side sigma * tail)."""
         lo, hi = np.searchsorted(self.times, [center - 6 * sigma, center + 6 * sigma * tail])
         if hi <= lo:
+            self._miss(role, families, f"{compound} at {center:.2f} min, outside the recording")
             return
         col, rel = self._columns(ions)
         dt = self.times[lo:hi] - center
@@ -321,6 +323,12 @@ class _Canvas:
         self._record(ions, role, (), compound, float(curve.max()),
                      float(self.times[np.argmax(curve)]), above_half[0], above_half[-1])
 
+    def _miss(self, role: str, families: tuple[str, ...], why: str) -> None:
+        """Note why a signal of a positive label left no truth row (lib.synthetic.truth)."""
+        if role == "label":
+            self.misses.extend((label, f"{why} ({self.times[0]:.2f}-{self.times[-1]:.2f} min, "
+                                f"m/z {self.masses[0]}-{self.masses[-1]})") for label in families)
+
     def _record(self, ions: dict[int, float], role: str, families: tuple[str, ...],
                 compound: str, height: float, t_peak: float, t_start: float,
                 t_end: float) -> None:
@@ -328,6 +336,11 @@ class _Canvas:
         half-height window that lies inside the recording (none when it lies outside)."""
         t_start, t_end = max(t_start, self.times[0]), min(t_end, self.times[-1])
         swept = {mz: v for mz, v in ions.items() if self.masses[0] <= mz <= self.masses[-1]}
+        if t_start > t_end:
+            self._miss(role, families, f"{compound} at {t_peak:.2f} min, its half-height window "
+                       f"outside the recording")
+        elif not swept:
+            self._miss(role, families, f"{compound}'s ions outside the mass sweep")
         if t_start > t_end or not swept:
             return
         signal, top = self.n_signals, max(ions.values())
@@ -442,7 +455,8 @@ def simulate_run_with_truth(
     m/z rounded to 6 decimals, intensity int64 >= 1; one sweep per time value, masses
     ascending inside it.
     truth: TRUTH_COLUMNS without sample_id, one row per signal x ion covered by the sweep
-    (x label for a signal that is evidence of two labels); see lib.synthetic.truth.
+    (x label for a signal that is evidence of two labels), and one row without an ion for each
+    positive label the run cannot show, its note saying why; see lib.synthetic.truth.
     """
     profile = get_profile(profile)
     labels = np.asarray(labels).astype(bool)
@@ -464,7 +478,11 @@ def simulate_run_with_truth(
         "mass": np.round(canvas.masses[None, :] + jitter, 6).ravel(),
         "intensity": intensity.ravel(),
     })
-    return run, pd.DataFrame(canvas.truth, columns=list(TRUTH_COLUMNS[1:]))
+    truth = pd.DataFrame(canvas.truth, columns=list(TRUTH_COLUMNS[1:-1])).assign(note="")
+    unseen = unseen_positive_rows(labels, truth, canvas.misses)
+    if len(unseen):
+        truth = pd.concat([truth, unseen], ignore_index=True)
+    return run, truth.astype({"signal": "Int64", "mz": "Int64", "height": "Int64"})
 
 
 def simulate_run(
