@@ -14,7 +14,7 @@ SEED ?= 0
 CHECK_MD5 ?= True
 PLAN ?= params/plans/demo.yaml
 WORKERS ?= 2
-EXPLAIN_SAMPLES ?= 1
+EXPLAIN_SAMPLES ?= 24
 
 DATA_ABS = $(abspath $(DATA_DIR))
 DATASET = $(notdir $(DATA_ABS))

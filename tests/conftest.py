@@ -58,7 +58,7 @@ def competition_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def tiny_plan(tmp_path: Path):
+def make_tiny_plan(tmp_path: Path):
     """A function (folds, seeds) -> path of a plan in tmp_path: one run of test_efficientnet
     (params tiny.yaml: cls3 head, mass norm) per seed, on those folds."""
     def write(folds: list[int], seeds: list[int]) -> Path:

@@ -92,12 +92,12 @@ def sweep(plan, runs_dir, data_dir, cache_dir, *extra) -> list[str]:
             *TINY, *extra]
 
 
-def test_killed_worker_costs_only_its_run(cluster, tiny_data, tiny_plan, tmp_path):
+def test_killed_worker_costs_only_its_run(cluster, tiny_data, make_tiny_plan, tmp_path):
     data_dir, cache_dir = tiny_data
     cluster.add_worker("w0", "--nthreads", "1")
     cluster.add_worker("w1", "--nthreads", "1")
     cluster.wait_for_workers(2)
-    plan = tiny_plan(folds=[0, 1], seeds=[1, 2])
+    plan = make_tiny_plan(folds=[0, 1], seeds=[1, 2])
     runs_dir = tmp_path / "runs"
     specs = expand_plan(load_plan(plan), runs_dir=runs_dir)
     process = subprocess.Popen(sweep(plan, runs_dir, data_dir, cache_dir, "--scheduler-file",
@@ -128,13 +128,13 @@ def test_killed_worker_costs_only_its_run(cluster, tiny_data, tiny_plan, tmp_pat
     assert f"{victim.label}" in out and "w1" in out.split(victim.label)[1].splitlines()[0]
 
 
-def test_runs_per_gpu_share_a_gpu_resource(cluster, tiny_data, tiny_plan, tmp_path):
+def test_runs_per_gpu_share_a_gpu_resource(cluster, tiny_data, make_tiny_plan, tmp_path):
     """One worker with 3 threads advertising GPU=1: with --runs-per-gpu 2 at most two runs at
     once (the resource, not the threads, limits it)."""
     data_dir, cache_dir = tiny_data
     cluster.add_worker("g0", "--nthreads", "3", "--resources", "GPU=1")
     cluster.wait_for_workers(1)
-    plan = tiny_plan(folds=[0, 1, 2], seeds=[1])
+    plan = make_tiny_plan(folds=[0, 1, 2], seeds=[1])
     runs_dir = tmp_path / "runs"
     done = subprocess.run(sweep(plan, runs_dir, data_dir, cache_dir, "--scheduler-file",
                                 str(cluster.scheduler_file), "--runs-per-gpu", "2"),
@@ -152,7 +152,7 @@ def test_runs_per_gpu_share_a_gpu_resource(cluster, tiny_data, tiny_plan, tmp_pa
     assert most == 2
 
 
-def test_preflight_names_a_worker_that_cannot_see_the_data(cluster, tiny_data, tiny_plan,
+def test_preflight_names_a_worker_that_cannot_see_the_data(cluster, tiny_data, make_tiny_plan,
                                                           tmp_path):
     if shutil.which("unshare") is None or subprocess.run(
             ["unshare", "-m", "true"], capture_output=True).returncode != 0:
@@ -165,7 +165,7 @@ def test_preflight_names_a_worker_that_cannot_see_the_data(cluster, tiny_data, t
     cluster.add_worker("blind", "--nthreads", "1", prefix=[
         "unshare", "-m", "sh", "-c", f'mount -t tmpfs none "{hidden}" && exec "$0" "$@"'])
     cluster.wait_for_workers(2)
-    plan = tiny_plan(folds=[0], seeds=[1])
+    plan = make_tiny_plan(folds=[0], seeds=[1])
     runs_dir = tmp_path / "runs"
     done = subprocess.run(sweep(plan, runs_dir, hidden, cache_dir, "--scheduler-file",
                                 str(cluster.scheduler_file)),

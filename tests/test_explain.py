@@ -45,6 +45,7 @@ M_BINS, T_BINS, OFFSETS = 64, 64, (-32, 0, 32)
 # regnetx_320 -> regnetx_002, regnety_040 -> regnety_002; resnet34 and the demo's as named.
 BACKBONES = ["hrnet_w18_small", "resnet34", "dpn68", "regnetx_002", "regnety_002",
              "mobilenetv3_small_100"]
+FAST = {"mobilenetv3_small_100"}  # the demo's; make test-fast leaves the other builds out
 
 
 def tiny_model(backbone: str, head: str) -> nn.Module:
@@ -61,7 +62,8 @@ def tiny_input(batch: int = 2) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("head", ["cls3", "flatM"])
-@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("backbone", [
+    b if b in FAST else pytest.param(b, marks=pytest.mark.slow) for b in BACKBONES])
 def test_cam_maps_for_every_backbone_family(backbone, head):
     model = tiny_model(backbone, head)
     x = tiny_input()

@@ -90,13 +90,13 @@ def tiny_data(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_gpu_pins_survive_a_worker_restart(tiny_data, tiny_plan, tmp_path):
+def test_gpu_pins_survive_a_worker_restart(tiny_data, make_tiny_plan, tmp_path):
     """A local cluster pinned to GPU ids 0 and 1 (the runs train on the CPU device): the
     worker of GPU 1 is killed mid-run, its nanny restarts it on a new port, and the runs it
     trains after that still see CUDA_VISIBLE_DEVICES=1; no attempt ever sees another id."""
     data_dir, cache_dir = tiny_data
     runs_dir = tmp_path / "runs"
-    plan = tiny_plan(folds=[0, 1, 2], seeds=[1, 2])
+    plan = make_tiny_plan(folds=[0, 1, 2], seeds=[1, 2])
     overrides = dict(TINY, data_dir=str(data_dir), cache_dir=str(cache_dir))
     specs = resolve_devices(expand_plan(load_plan(plan), runs_dir=runs_dir), overrides, True)
     assert {s.device for s in specs} == {"cpu"}  # asked for explicitly: not resolved to cuda
@@ -171,11 +171,11 @@ def sweep_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     (["--folds", "7"], "fold 7 (tiny/test_efficientnet/fold7_seed1): the runs have n_folds=5"),
     (["-p", "device", "cuda:1"], "a sweep takes auto, cpu or cuda"),
 ])
-def test_bad_sweep_options_are_refused_before_anything_starts(tmp_path, tiny_plan, args,
+def test_bad_sweep_options_are_refused_before_anything_starts(tmp_path, make_tiny_plan, args,
                                                              message):
     if args[0] == "--gpus" and cluster.visible_gpus():
         pytest.skip("this machine has GPUs")
-    plan = tiny_plan(folds=[0], seeds=[1])
+    plan = make_tiny_plan(folds=[0], seeds=[1])
     done = sweep_cli(str(plan), "--runs-dir", str(tmp_path / "runs"), *args)
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr
@@ -183,12 +183,12 @@ def test_bad_sweep_options_are_refused_before_anything_starts(tmp_path, tiny_pla
 
 
 @pytest.mark.slow
-def test_cuda_asked_on_a_machine_without_it_is_refused_naming_each_worker(tiny_data, tiny_plan,
+def test_cuda_asked_on_a_machine_without_it_is_refused_naming_each_worker(tiny_data, make_tiny_plan,
                                                                           tmp_path):
     if cluster.visible_gpus():
         pytest.skip("this machine has GPUs")
     data_dir, cache_dir = tiny_data
-    plan = tiny_plan(folds=[0], seeds=[1])
+    plan = make_tiny_plan(folds=[0], seeds=[1])
     runs_dir = tmp_path / "runs"
     done = sweep_cli(str(plan), "--runs-dir", str(runs_dir), "--data-dir", str(data_dir),
                      "--cache-dir", str(cache_dir), "--workers", "2", "-p", "device", "cuda")

@@ -69,10 +69,10 @@ def queued(job_name: str, *states: str) -> list[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=30).stdout.split()
 
 
-def test_a_sweep_through_slurm_survives_a_cancelled_job(tiny_data, tiny_plan, tmp_path):
+def test_a_sweep_through_slurm_survives_a_cancelled_job(tiny_data, make_tiny_plan, tmp_path):
     data_dir, cache_dir = tiny_data
     config, job_name = cluster_yaml(tmp_path)
-    plan = tiny_plan(folds=[0, 1, 2], seeds=[1])
+    plan = make_tiny_plan(folds=[0, 1, 2], seeds=[1])
     runs_dir = tmp_path / "runs"
     specs = expand_plan(load_plan(plan), runs_dir=runs_dir)
     sweep = subprocess.Popen([sys.executable, "-m", "lib.sweep", str(plan), "--cluster",
@@ -113,11 +113,11 @@ def test_a_sweep_through_slurm_survives_a_cancelled_job(tiny_data, tiny_plan, tm
     assert not list(REPO_ROOT.glob(".dask-tls-*"))  # the credentials went with the cluster
 
 
-def test_a_partition_that_does_not_exist_is_named_and_nothing_waits(tiny_data, tiny_plan,
+def test_a_partition_that_does_not_exist_is_named_and_nothing_waits(tiny_data, make_tiny_plan,
                                                                     tmp_path):
     data_dir, cache_dir = tiny_data
     config, job_name = cluster_yaml(tmp_path, queue="no_such_partition")
-    plan = tiny_plan(folds=[0, 1, 2], seeds=[1])
+    plan = make_tiny_plan(folds=[0, 1, 2], seeds=[1])
     began = time.time()
     done = subprocess.run([sys.executable, "-m", "lib.sweep", str(plan), "--cluster",
                            str(config), "--runs-dir", str(tmp_path / "runs"), "--data-dir",
