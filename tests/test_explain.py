@@ -346,7 +346,8 @@ def test_explain_model_goes_on_past_bad_runs_and_labels(tmp_path, tiny_cache):
     assert "fold1_seed0: a CNN (mobilenetv3_small_100) without checkpoint.pt" in problems
     assert "alcohol: no positive OOF sample" in problems
     assert "mineral: no positive OOF sample" in problems  # its positives are all in fold 1
-    assert result.family == "cnn" and result.map_method == "gradcam at the last feature map"
+    # the method asked for, at the backbone's default layer (CAM_DEFAULTS)
+    assert result.family == "cnn" and result.map_method == "gradcam at backbone.blocks.1"
     assert result.picked["aromatic"] == ["S0000", "S0004"]  # fold 0's positives only
     assert set(result.maps["aromatic"]) == {"S0000", "S0004"}
     assert set(result.drops) == set(result.probs) == {"S0000", "S0004"}
