@@ -50,15 +50,16 @@ from lib.synthetic import (
 TARGET_PREVALENCE = (0.098, 0.328, 0.142, 0.119, 0.022, 0.038, 0.032, 0.026, 0.145)
 
 
-def print_marginals(profile: str, seed: int) -> None:
-    """Label prevalence and derivatized share per split (all drawn labels, test included),
-    each beside its target ("*": what the label model aims at for that split's derivatized
-    share) and the real train prevalence."""
-    table = sample_table(profile, seed)
+def print_marginals(profile: str, seed: int, shift: float) -> None:
+    """Label prevalence and derivatized share per split (all drawn labels, test included, under
+    a train-to-test shift of ``shift``), each beside its target ("*": what the label model
+    aims at for that split's derivatized share) and the real train prevalence."""
+    table = sample_table(profile, seed, shift)
     columns = {}
     for split in SPLITS:
         part = table[table["split"] == split]
-        fraction = DERIVATIZED_FRACTION[split]
+        fraction = (test_derivatized_fraction(shift) if split == "test"
+                    else DERIVATIZED_FRACTION[split])
         columns[split] = [*part[list(LABELS)].mean(), part["derivatized"].mean()]
         columns[f"{split}*"] = [*expected_prevalence(fraction), fraction]
     columns["real train"] = [*TARGET_PREVALENCE, DERIVATIZED_FRACTION["train"]]
@@ -116,8 +117,9 @@ def main(argv: list[str] | None = None) -> None:
                            "benchmark": per_label_log_loss(labels, bench),
                            "positives": labels.sum(axis=0)}, index=list(LABELS))
     print(losses.round(4).to_string())
-    print("\nlabel marginals per split")
-    print_marginals(args.profile, args.seed)
+    print(f"\nlabel marginals per split (test: at the profile's shift "
+          f"{PROFILES[args.profile].shift})")
+    print_marginals(args.profile, args.seed, PROFILES[args.profile].shift)
 
     shifts = ([float(v) for v in args.shifts.split(",")] if args.shifts
               else [0.0, PROFILES[args.profile].shift])
