@@ -23,6 +23,7 @@ from lib.synthetic import (
     ROLES,
     TRUTH_COLUMNS,
     FolderRefusedError,
+    Instrument,
     draw_labels,
     expected_prevalence,
     format_run_csv,
@@ -31,6 +32,7 @@ from lib.synthetic import (
     main,
     read_truth,
     sample_table,
+    shifted_instrument,
     simulate_run,
     simulate_run_with_truth,
     write_truth,
@@ -470,3 +472,14 @@ def test_truth_only_adds_test_labels_with_the_folders_shift(tiny, tmp_path):
     with pytest.raises(ValueError, match="S0030 is not the run .* shift 0"):
         write_truth(folder, "tiny", seed=0, shift=0)  # another shift: nothing written
     assert not (folder / "test_labels.csv").exists()
+
+
+def test_shifted_instrument_factors_grow_with_the_strength():
+    assert shifted_instrument(np.random.default_rng(0), 0.0) == Instrument()
+    weak, strong = (shifted_instrument(np.random.default_rng(0), s) for s in (1.0, 2.0))
+    assert 1 < weak.ramp_scale < strong.ramp_scale  # same draws, twice the log-factor
+    assert strong.ramp_scale == pytest.approx(weak.ramp_scale ** 2)
+    assert strong.scan_interval_scale < weak.scan_interval_scale < 1
+    assert 1 < weak.noise_scale < strong.noise_scale and 1 < weak.background_scale
+    with pytest.raises(ValueError, match="shift strength must be 0 or more"):
+        shifted_instrument(np.random.default_rng(0), -1.0)
