@@ -106,6 +106,23 @@ def logistic_benchmark_oof(features: np.ndarray, labels: np.ndarray, folds: np.n
     return oof
 
 
+def logistic_benchmark_predict(features: np.ndarray, labels: np.ndarray,
+                               new_features: np.ndarray, C: float = 10.0) -> np.ndarray:
+    """Probabilities of the benchmark fitted on every given sample (one L1 logistic
+    regression per label) for other samples, e.g. the test split. features: (n, f); labels:
+    (n, 9) 0/1; new_features: (m, f). A label with one class gets its training mean.
+    Returns (m, 9)."""
+    labels = np.asarray(labels)
+    predictions = np.zeros((len(new_features), labels.shape[1]), dtype=float)
+    for j in range(labels.shape[1]):
+        y = labels[:, j]
+        if y.min() == y.max():
+            predictions[:, j] = y.mean()
+            continue
+        predictions[:, j] = _l1_logistic(C).fit(features, y).predict_proba(new_features)[:, 1]
+    return predictions
+
+
 def prior_oof(labels: np.ndarray, folds: np.ndarray,
               extra_labels: np.ndarray | None = None) -> np.ndarray:
     """Out-of-fold prior predictions: each fold gets the label means of the other folds (plus

@@ -3,6 +3,9 @@
 Every problem is reported as a ``DataError`` whose message names the file and, where there is
 one, the row or sample and what is wrong, so a user can fix their copy of the data.
 
+The hidden answers a synthetic folder holds beside these files (truth.csv, test_labels.csv) are
+never read here: nothing that trains, selects or predicts sees them (lib.leaderboard scores).
+
     DATA_DIR/metadata.csv            sample_id,split,derivatized,features_path,features_md5_hash
     DATA_DIR/train_labels.csv        sample_id + 9 label columns (0/1)
     DATA_DIR/val_labels.csv          same columns

@@ -35,11 +35,12 @@ def render_html(notebook: Path, html_path: Path) -> Path:
 
 
 def run_table(plan: str | Path, runs_dir: str | Path, reports: Path) -> pd.DataFrame:
-    """One row per run of the plan: status, best epoch, OOF loss, minutes, report link."""
+    """One row per run of the plan: status, best epoch, OOF loss (the kept epoch's), the last
+    epoch's OOF loss (runs with epochs that record it), minutes, report link."""
     rows = []
     for spec in expand_plan(load_plan(plan), runs_dir=runs_dir):
         row = {"run": spec.label, "status": "not run", "best epoch": "", "OOF loss": "",
-               "minutes": "", "report": ""}
+               "last-epoch OOF": "", "minutes": "", "report": ""}
         notebook = spec.run_dir / spec.notebook
         if is_done(spec.run_dir):
             metrics = read_metrics(spec.run_dir)
@@ -47,6 +48,8 @@ def run_table(plan: str | Path, runs_dir: str | Path, reports: Path) -> pd.DataF
             row.update(status="done", **{"best epoch": "-" if epoch is None else epoch,
                                          "OOF loss": f"{metrics['best_oof_loss']:.4f}",
                                          "minutes": f"{metrics['fit_seconds'] / 60:.1f}"})
+            if metrics.get("last_oof_loss") is not None:
+                row["last-epoch OOF"] = f"{metrics['last_oof_loss']:.4f}"
         elif (spec.run_dir / FAILED).is_file():
             row["status"] = "FAILED: " + (spec.run_dir / FAILED).read_text().splitlines()[1][:120]
         if notebook.is_file():
@@ -73,8 +76,7 @@ def write_index(reports: Path, runs: pd.DataFrame, ensemble_dir: Path | None,
     ensemble_html = "<p>No ensemble yet.</p>"
     if ensemble_dir and (ensemble_dir / "selection.json").is_file():
         selection = json.loads((ensemble_dir / "selection.json").read_text())
-        comparison = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>"
-                             for k, v in selection["comparison"].items())
+        comparison = comparison_rows(selection)
         submission = ensemble_dir / "submission.csv"
         preview = (pd.read_csv(submission).rename(columns=SHORT).head(5).round(3)
                    .to_html(index=False, border=0))
@@ -83,8 +85,7 @@ def write_index(reports: Path, runs: pd.DataFrame, ensemble_dir: Path | None,
         ensemble_html = (
             f"<p>Selection: <b>{html.escape(selection['method'])}</b>, "
             f"{len(selection['models'])} models: {html.escape(', '.join(selection['models']))}."
-            f"</p><table><tr><th>OOF predictor (same folds)</th><th>aggregated log loss</th></tr>"
-            f"{comparison}</table>"
+            f"</p><table>{comparison}</table>"
             + (f"<p>Left out:</p><ul>{left_out}</ul>" if left_out else "")
             + f'<h2>Submission</h2><p><a href="{html.escape(link)}">submission.csv</a> '
             f"(<code>{html.escape(str(submission))}</code>), first rows:</p>{preview}")
@@ -109,6 +110,23 @@ code {{ background: #f3f3f3; padding: 1px 4px; }}
 </body></html>
 """
     return atomic_write_text(reports / "index.html", page)
+
+
+def comparison_rows(selection: dict) -> str:
+    """HTML rows (header first) of the ensemble against the baselines: the OOF aggregated log
+    loss on the same folds and, when selection.json has "test" (hidden test labels, synthetic
+    data), the test loss beside it."""
+    test = selection.get("test", {})
+    header = "<tr><th>predictor</th><th>OOF loss (same folds)</th>" + (
+        "<th>test loss (hidden labels)</th>" if test else "") + "</tr>"
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{loss:.4f}</td>"
+        + (f"<td>{test[name]:.4f}</td>" if name in test else "<td></td>" if test else "")
+        + "</tr>" for name, loss in selection["comparison"].items())
+    problem = selection.get("test_labels_problem")
+    note = (f"<tr><td colspan='3' class='bad'>test labels not used: {html.escape(problem)}</td>"
+            f"</tr>" if problem else "")
+    return header + rows + note
 
 
 def explanation_section(reports: Path, ensemble_dir: Path | None) -> str:

@@ -2,7 +2,8 @@
 
 A run folder (runs/<name>/<backbone>/fold<k>_seed<s>/) holds the executed 03_train.ipynb,
 ``checkpoint.pt``, ``oof_logits.csv`` and ``test_logits.csv`` (sample_id + 9 label columns of
-logits), ``metrics.json``, ``learning_curve.png`` and, written last, ``DONE``. Every file is
+logits; the OOF of the kept epoch), ``oof_logits_last.csv`` (CNN runs: the OOF logits of the
+last epoch), ``metrics.json``, ``learning_curve.png`` and, written last, ``DONE``. Every file is
 written atomically, so a crash leaves no DONE and no file that looks finished.
 """
 
@@ -28,6 +29,7 @@ DONE = "DONE"
 CHECKPOINT = "checkpoint.pt"
 OOF_LOGITS = "oof_logits.csv"
 TEST_LOGITS = "test_logits.csv"
+OOF_LOGITS_LAST = "oof_logits_last.csv"  # the last epoch's OOF logits (CNN runs)
 METRICS = "metrics.json"
 FOLD_DIR = re.compile(r"^fold(\d+)_seed(\d+)$")
 
@@ -60,8 +62,8 @@ def start_run(run_dir: Path) -> Path:
     if (run_dir / DONE).exists():
         raise RunFinishedError(f"{run_dir} holds a finished run (DONE exists); delete the "
                                f"folder to train it again, or pass another run_dir")
-    for leftover in (CHECKPOINT, "feature_model.json", OOF_LOGITS, TEST_LOGITS, METRICS,
-                     "learning_curve.png"):
+    for leftover in (CHECKPOINT, "feature_model.json", OOF_LOGITS, TEST_LOGITS, OOF_LOGITS_LAST,
+                     METRICS, "learning_curve.png"):
         (run_dir / leftover).unlink(missing_ok=True)
     for partial in run_dir.glob(".*.partial"):  # temporary files of a killed atomic write
         partial.unlink(missing_ok=True)
@@ -141,10 +143,14 @@ def load_checkpoint(path: Path, *, mmap: bool = False) -> tuple[dict, dict]:
                               f"damaged or from elsewhere: train the run again") from None
 
 
-def write_predictions(run_dir: Path, oof: pd.DataFrame, test: pd.DataFrame) -> None:
-    """The run's OOF and test logits (see label_frame)."""
+def write_predictions(run_dir: Path, oof: pd.DataFrame, test: pd.DataFrame,
+                      oof_last: pd.DataFrame | None = None) -> None:
+    """The run's OOF and test logits (see label_frame); ``oof_last``: the last epoch's OOF
+    logits, for runs with epochs."""
     atomic_write_csv(oof, run_dir / OOF_LOGITS, float_format="%.6f")
     atomic_write_csv(test, run_dir / TEST_LOGITS, float_format="%.6f")
+    if oof_last is not None:
+        atomic_write_csv(oof_last, run_dir / OOF_LOGITS_LAST, float_format="%.6f")
 
 
 def write_metrics(run_dir: Path, metrics: dict) -> None:
@@ -220,13 +226,16 @@ class CollectedModels:
 
     names: (R,) model keys (<name>/<backbone>/seed<s>), sorted; oof_probs: (R, n_train, 9)
     OOF probabilities in ``train_ids`` order; test_probs: (R, n_test, 9) mean over folds of the
-    test probabilities in ``test_ids`` order; problems: one line per model left out and why.
+    test probabilities in ``test_ids`` order; problems: one line per model left out and why;
+    oof_last_probs: (R, n_train, 9) the last epoch's OOF probabilities (OOF_LOGITS_LAST), NaN
+    for a model whose folds lack them (feature models, runs made before they existed).
     """
 
     names: list[str]
     oof_probs: np.ndarray
     test_probs: np.ndarray
     problems: list[str]
+    oof_last_probs: np.ndarray
 
 
 def collect_models(run_dirs: list[Path], folds: pd.DataFrame, test_ids: list[str],
@@ -248,7 +257,7 @@ def collect_models(run_dirs: list[Path], folds: pd.DataFrame, test_ids: list[str
             by_model.setdefault(model_key(run_dir), {})[int(match.group(1))] = Path(run_dir)
     train_ids = folds["sample_id"].tolist()
     fold_ids = {k: set(g["sample_id"]) for k, g in folds.groupby("fold")}
-    names, oof_list, test_list, problems = [], [], [], []
+    names, oof_list, test_list, last_list, problems = [], [], [], [], []
     for name in sorted(by_model, key=_model_order):
         try:
             oof, test = _assemble_model(by_model[name], fold_ids, train_ids, test_ids,
@@ -259,9 +268,27 @@ def collect_models(run_dirs: list[Path], folds: pd.DataFrame, test_ids: list[str
         names.append(name)
         oof_list.append(oof)
         test_list.append(test)
+        last_list.append(_last_epoch_oof(by_model[name], fold_ids, train_ids))
     shape = (0, 0, len(LABELS))
     return CollectedModels(names, np.stack(oof_list) if oof_list else np.zeros(shape),
-                           np.stack(test_list) if test_list else np.zeros(shape), problems)
+                           np.stack(test_list) if test_list else np.zeros(shape), problems,
+                           np.stack(last_list) if last_list else np.zeros(shape))
+
+
+def _last_epoch_oof(fold_dirs: dict[int, Path], fold_ids: dict[int, set],
+                    train_ids: list[str]) -> np.ndarray:
+    """(n_train, 9) the last epoch's OOF probabilities of a model's folds, in train_ids order;
+    all NaN unless every fold has a readable OOF_LOGITS_LAST with its fold's samples."""
+    parts = []
+    for k in sorted(fold_ids):
+        path = fold_dirs[k] / OOF_LOGITS_LAST
+        if not path.is_file():
+            return np.full((len(train_ids), len(LABELS)), np.nan)
+        part = read_logits(path)
+        if set(part.index) != fold_ids[k]:
+            return np.full((len(train_ids), len(LABELS)), np.nan)
+        parts.append(part)
+    return sigmoid(pd.concat(parts).loc[train_ids].to_numpy(dtype=np.float64))
 
 
 def _assemble_model(fold_dirs: dict[int, Path], fold_ids: dict[int, set], train_ids: list[str],

@@ -21,6 +21,8 @@ from lib.images import LOG1P_SCALE, MIN_CLIP, NORMS, TRANSFORMS
 from lib.precision import precision_label
 from lib.schema import N_LABELS
 
+SELECT_EPOCHS = ("best", "last")
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -42,6 +44,9 @@ class TrainSettings:
     tf32: bool = False  # let CUDA fp32 matmuls and convolutions use TF32 (else true fp32)
     channels_last: bool = True  # CUDA only
     compile: bool = False  # torch.compile the training forward (one graph per time width)
+    # which state the run keeps for its test predictions and checkpoint: "best" (the epoch
+    # with the lowest OOF loss, the reference's choice) or "last" (no choice made on the fold)
+    select_epoch: str = "best"
 
     def __post_init__(self):
         if self.norm not in NORMS:
@@ -52,6 +57,9 @@ class TrainSettings:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if not 0 <= self.mixup_prob <= 1:
             raise ValueError(f"mixup_prob must be in [0, 1], got {self.mixup_prob}")
+        if self.select_epoch not in SELECT_EPOCHS:
+            raise ValueError(f"select_epoch must be one of {SELECT_EPOCHS}, got "
+                             f"{self.select_epoch!r}")
         if not 0 <= self.time_warp <= 1:
             raise ValueError(f"time_warp must be in [0, 1] (the largest |log a|), got "
                              f"{self.time_warp}")
@@ -63,13 +71,24 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class FitResult:
-    """What a fit produced. Logits are float32 (n, 9); best_state is on the CPU."""
+    """What a fit produced. Logits are float32 (n, 9).
+
+    best_epoch, best_oof_loss, oof_logits: the epoch with the lowest OOF loss and its OOF
+    logits (that loss is flattered: the epoch was chosen on the same fold). last_oof_loss,
+    last_oof_logits: those of the last epoch (a fixed schedule, no choice made on the fold).
+    kept_epoch, state (on the CPU), test_logits: the epoch settings.select_epoch keeps, its
+    weights and its test logits.
+    """
 
     history: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     best_oof_loss: float = math.inf
     best_state: dict | None = None
     oof_logits: np.ndarray | None = None
+    last_oof_loss: float = math.inf
+    last_oof_logits: np.ndarray | None = None
+    kept_epoch: int = -1
+    state: dict | None = None
     test_logits: np.ndarray | None = None
 
 
@@ -368,13 +387,15 @@ def fit(model: nn.Module, data: DeviceImages, *, train_index: np.ndarray,
         train_labels: np.ndarray, oof_index: np.ndarray, oof_labels: np.ndarray,
         test_index: np.ndarray, settings: TrainSettings, seed: int,
         progress: bool = True) -> FitResult:
-    """Train ``model`` (already on data.device, see prepare_model); return the predictions of
-    the epoch with the best OOF loss.
+    """Train ``model`` (already on data.device, see prepare_model); return the OOF
+    predictions of the best and of the last epoch, and the test predictions of the one
+    settings.select_epoch keeps.
 
     train_index (n_train,), oof_index (n_oof,), test_index (n_test,): rows of ``data``;
     train_labels (n_train, 9) and oof_labels (n_oof, 9): 0/1. After every epoch the OOF loss
-    (BCE on TTA logits) is measured; the epoch with the lowest (the later one on ties) gives
-    the state, the OOF logits and, after reloading it, the test logits.
+    (BCE on TTA logits) is measured; the epoch with the lowest (the later one on ties) is the
+    best. select_epoch "best": its state (reloaded) gives the test logits; "last": the final
+    state does. See FitResult.
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -416,8 +437,14 @@ def fit(model: nn.Module, data: DeviceImages, *, train_index: np.ndarray,
             result.best_state = {k: v.detach().cpu().clone()
                                  for k, v in model.state_dict().items()}
             result.oof_logits = oof_logits
+    result.last_oof_loss, result.last_oof_logits = oof_loss, oof_logits
 
-    model.load_state_dict(result.best_state)
+    if settings.select_epoch == "best":
+        model.load_state_dict(result.best_state)
+        result.kept_epoch, result.state = result.best_epoch, result.best_state
+    else:
+        result.kept_epoch = settings.epochs
+        result.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     result.test_logits = predict_logits(model, data, test_index, settings)
     return result
 

@@ -4,7 +4,13 @@ Generates the folder if it is missing, then prints the 5-fold CV aggregated log 
 train split of the prior-only predictor (real data: 0.2967) and of the organisers' benchmark
 (real data: 0.1773), per-label losses of both, and label marginals per split against targets.
 
+Then, for each train-to-test shift strength of ``--shifts``, the test loss of both fitted on the
+whole train split, and the benchmark's test loss over its OOF loss (real data: ~0.228 / 0.177
+= ~1.29). The train split is the same for every shift; the test runs of each shift are
+simulated in memory (not written), so one folder serves every strength.
+
 Usage: python scripts/calibrate_synthetic.py [--data-dir D] [--profile small] [--seed 0]
+           [--shifts 0,1]
 """
 
 from __future__ import annotations
@@ -12,33 +18,67 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from lib.baselines import feature_matrix, logistic_benchmark_oof, prior_oof
+from lib.baselines import (
+    benchmark_features,
+    feature_matrix,
+    logistic_benchmark_oof,
+    logistic_benchmark_predict,
+    prior_oof,
+    prior_predictions,
+)
 from lib.folds import make_folds
 from lib.metrics import aggregated_log_loss, per_label_log_loss
 from lib.schema import LABELS, SPLITS
-from lib.synthetic import DERIVATIZED_FRACTION, expected_prevalence, generate, sample_table
+from lib.synthetic import (
+    DERIVATIZED_FRACTION,
+    PROFILES,
+    expected_prevalence,
+    generate,
+    sample_table,
+    sample_tasks,
+    simulate_sample,
+    test_derivatized_fraction,
+)
 
 # Real train prevalence per label (public train_labels.csv).
 TARGET_PREVALENCE = (0.098, 0.328, 0.142, 0.119, 0.022, 0.038, 0.032, 0.026, 0.145)
 
 
-def print_marginals(profile: str, seed: int) -> None:
-    """Label prevalence and derivatized share per split (all drawn labels, test included),
-    each beside its target ("*": what the label model aims at for that split's derivatized
-    share) and the real train prevalence."""
-    table = sample_table(profile, seed)
+def print_marginals(profile: str, seed: int, shift: float) -> None:
+    """Label prevalence and derivatized share per split (all drawn labels, test included, under
+    a train-to-test shift of ``shift``), each beside its target ("*": what the label model
+    aims at for that split's derivatized share) and the real train prevalence."""
+    table = sample_table(profile, seed, shift)
     columns = {}
     for split in SPLITS:
         part = table[table["split"] == split]
-        fraction = DERIVATIZED_FRACTION[split]
+        fraction = (test_derivatized_fraction(shift) if split == "test"
+                    else DERIVATIZED_FRACTION[split])
         columns[split] = [*part[list(LABELS)].mean(), part["derivatized"].mean()]
         columns[f"{split}*"] = [*expected_prevalence(fraction), fraction]
     columns["real train"] = [*TARGET_PREVALENCE, DERIVATIZED_FRACTION["train"]]
     print(pd.DataFrame(columns, index=[*LABELS, "derivatized"]).round(3).to_string())
+
+
+def _simulated_features(task) -> np.ndarray:
+    return benchmark_features(simulate_sample(task)[0])
+
+
+def shifted_test_split(profile: str, seed: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """(benchmark features (m, f), labels (m, 9)) of the test split of a folder of this profile,
+    seed and shift, simulated in memory."""
+    table = sample_table(profile, seed, shift)
+    test = table[table["split"] == "test"]
+    tasks = sample_tasks(Path("."), test, PROFILES[profile], seed, shift)
+    with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
+        features = np.stack(list(pool.map(_simulated_features, tasks, chunksize=4)))
+    return features, test[list(LABELS)].to_numpy()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,6 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", default="small")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--C", type=float, default=10.0, help="benchmark inverse L1 strength")
+    parser.add_argument("--shifts", default=None,
+                        help="comma-separated shift strengths to score on the test split "
+                             "(default: 0 and the profile's)")
     args = parser.parse_args(argv)
     data_dir = args.data_dir or Path("data") / f"synthetic_{args.profile}"
     if not (data_dir / "metadata.csv").exists():
@@ -74,8 +117,28 @@ def main(argv: list[str] | None = None) -> None:
                            "benchmark": per_label_log_loss(labels, bench),
                            "positives": labels.sum(axis=0)}, index=list(LABELS))
     print(losses.round(4).to_string())
-    print("\nlabel marginals per split")
-    print_marginals(args.profile, args.seed)
+    print(f"\nlabel marginals per split (test: at the profile's shift "
+          f"{PROFILES[args.profile].shift})")
+    print_marginals(args.profile, args.seed, PROFILES[args.profile].shift)
+
+    shifts = ([float(v) for v in args.shifts.split(",")] if args.shifts
+              else [0.0, PROFILES[args.profile].shift])
+    oof_prior, oof_bench = aggregated_log_loss(labels, prior), aggregated_log_loss(labels, bench)
+    rows = []
+    for shift in shifts:
+        start = time.perf_counter()
+        test_features, test_labels = shifted_test_split(args.profile, args.seed, shift)
+        test_prior = aggregated_log_loss(test_labels, prior_predictions(labels, len(test_labels)))
+        test_bench = aggregated_log_loss(test_labels, logistic_benchmark_predict(
+            features, labels, test_features, C=args.C))
+        rows.append({"shift": shift, "test derivatized": test_derivatized_fraction(shift),
+                     "prior OOF": oof_prior, "prior test": test_prior,
+                     "benchmark OOF": oof_bench, "benchmark test": test_bench,
+                     "test / OOF": test_bench / oof_bench,
+                     "seconds": time.perf_counter() - start})
+    print(f"\ntrain-to-test shift (fitted on the {len(train)} train samples; test: "
+          f"{len(test_labels)} samples; real data: benchmark test / OOF ~1.29)")
+    print(pd.DataFrame(rows).round(4).to_string(index=False))
 
 
 if __name__ == "__main__":

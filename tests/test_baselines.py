@@ -11,6 +11,7 @@ from lib.baselines import (
     N_TIME_BINS,
     benchmark_features,
     logistic_benchmark_oof,
+    logistic_benchmark_predict,
     prior_oof,
     prior_predictions,
 )
@@ -65,6 +66,20 @@ def test_benchmark_beats_prior_on_an_easy_case():
     oof = logistic_benchmark_oof(features, labels, folds)
     prior = prior_oof(labels, folds)
     assert aggregated_log_loss(labels, oof) < 0.5 * aggregated_log_loss(labels, prior)
+
+
+def test_benchmark_fitted_on_all_predicts_new_samples():
+    rng = np.random.default_rng(1)
+    features = rng.random((200, 30)) * 0.2
+    labels = (rng.random((200, 9)) < 0.3).astype(int)
+    labels[:, 8] = 0  # one class only: its mean
+    features[:, :9] += labels
+    new = features[:40] + rng.normal(0, 0.02, (40, 30))
+    predicted = logistic_benchmark_predict(features[40:], labels[40:], new)
+    assert predicted.shape == (40, 9) and (predicted[:, 8] == 0).all()
+    prior = np.tile(labels[40:].mean(axis=0), (40, 1))
+    assert aggregated_log_loss(labels[:40], predicted) < 0.5 * aggregated_log_loss(labels[:40],
+                                                                                   prior)
 
 
 def test_single_class_label_gets_its_mean():

@@ -5,6 +5,8 @@ members, their model file, and the 03b notebook end to end (papermill on tiny da
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -307,6 +309,39 @@ def test_ensemble_takes_feature_and_cnn_runs(workspace):
     assert {"ensemble (chosen)", "best single model"} <= set(selection["comparison"])
     submission = pd.read_csv(out / "submission.csv")
     assert list(submission.columns) == ["sample_id", *LABELS] and len(submission) == 12
+    # synthetic data: every predictor of the comparison is scored on the hidden test labels too
+    assert set(selection["test"]) == set(selection["comparison"])
+    assert all(0 < loss < 5 for loss in selection["test"].values())
+    assert "test_labels_problem" not in selection
+
+
+@pytest.mark.slow
+def test_ensemble_scores_nothing_on_bad_test_labels_and_still_submits(workspace):
+    """A test_labels.csv with a value other than 0/1 (or ids of another split) is named with its
+    row; nothing is scored on the test split and the submission is still written."""
+    data_dir = workspace["root"] / "bad" / "data"  # same name: same cache folder and folds
+    shutil.copytree(workspace["data_dir"], data_dir)
+    labels = pd.read_csv(data_dir / "test_labels.csv")
+    good = labels.copy()
+    for problem, change, message in (
+            ("value", lambda t: t.assign(mineral=[2, *t["mineral"][1:]]),
+             "test_labels.csv: row 2 .*label mineral must be 0 or 1, got 2"),
+            ("ids", lambda t: t.assign(sample_id=[*t["sample_id"][:-1], "S0000"]),
+             "test_labels.csv: row 7: sample S0000 is not a test sample")):
+        change(good).to_csv(data_dir / "test_labels.csv", index=False)
+        out = workspace["root"] / f"ensemble_bad_{problem}"
+        pm.execute_notebook(str(NOTEBOOKS / "05_ensemble.ipynb"),
+                            str(workspace["root"] / f"05_bad_{problem}.ipynb"),
+                            parameters=dict(plan=str(workspace["plan"]),
+                                            runs_dir=str(workspace["runs"]),
+                                            data_dir=str(data_dir),
+                                            cache_dir=workspace["cache_dir"], output_dir=str(out),
+                                            lr_baseline=False),
+                            kernel_name="python3", progress_bar=False)
+        selection = json.loads((out / "selection.json").read_text())
+        assert "test" not in selection
+        assert re.search(message, selection["test_labels_problem"])
+        assert len(pd.read_csv(out / "submission.csv")) == 12
 
 
 @pytest.mark.slow

@@ -90,11 +90,16 @@ def test_train_notebook_leaves_a_finished_run_folder(trained_run, workspace):
     last = nbformat.read(trained_run, as_version=4).cells[-1].outputs[0]["text"]
     assert f"Executed notebook: {trained_run}" in last
     assert len(metrics["history"]) == 2 and metrics["best_epoch"] in (1, 2)
+    assert metrics["last_oof_loss"] == metrics["history"][-1]["oof_loss"]
+    assert metrics["kept_epoch"] == metrics["best_epoch"]
+    assert metrics["parameters"]["select_epoch"] == "best"
     assert metrics["environment"]["torch"]
     oof, test = read_logits(run_dir / "oof_logits.csv"), read_logits(run_dir / "test_logits.csv")
     folds = pd.read_csv(f"{workspace['cache_dir']}/data/folds_n5_seed42.csv")
     assert sorted(oof.index) == sorted(folds.loc[folds["fold"] == 1, "sample_id"])
     assert len(test) == 12 and np.isfinite(test.to_numpy()).all()
+    last = read_logits(run_dir / "oof_logits_last.csv")
+    assert sorted(last.index) == sorted(oof.index) and np.isfinite(last.to_numpy()).all()
 
 
 @pytest.mark.slow

@@ -46,6 +46,24 @@ def test_index_lists_runs_ensemble_and_submission(tmp_path):
     assert (report_dir / "runs" / "demo__net__fold0_seed0.html").is_file()
     assert "grow-by-one" in index and "0.3000" in index and "x: left out: missing" in index
     assert "submission.csv" in index and "S1" in index
+    assert "test loss" not in index  # real data: no hidden test labels, no test column
+
+
+def test_index_shows_test_losses_beside_oof_losses(tmp_path):
+    ensemble_dir = tmp_path / "ensemble"
+    ensemble_dir.mkdir()
+    pd.DataFrame({"sample_id": ["S1"], **{c: [0.5] for c in LABELS}}).to_csv(
+        ensemble_dir / "submission.csv", index=False)
+    (ensemble_dir / "selection.json").write_text(json.dumps(dict(
+        method="grow-by-one", models=["m"], left_out=[],
+        comparison={"ensemble (chosen)": 0.1111, "prior only": 0.2222},
+        test={"ensemble (chosen)": 0.3333, "prior only": 0.4444})))
+    report_dir = tmp_path / "reports"
+    report_dir.mkdir()
+    index = reports.write_index(report_dir, pd.DataFrame(columns=["run"]), ensemble_dir).read_text()
+    assert "<th>test loss (hidden labels)</th>" in index
+    assert "<td>ensemble (chosen)</td><td>0.1111</td><td>0.3333</td>" in index
+    assert "<td>prior only</td><td>0.2222</td><td>0.4444</td>" in index
 
 
 def test_index_links_the_explanations_and_their_scores(tmp_path):

@@ -57,6 +57,12 @@ def test_predictions_and_metrics_files(tmp_path):
     logits = np.arange(18, dtype=np.float32).reshape(2, 9) / 7
     runs.write_predictions(tmp_path, runs.label_frame(["S1", "S0"], logits),
                            runs.label_frame(["S2"], logits[:1]))
+    assert not (tmp_path / runs.OOF_LOGITS_LAST).exists()
+    runs.write_predictions(tmp_path, runs.label_frame(["S1", "S0"], logits),
+                           runs.label_frame(["S2"], logits[:1]),
+                           oof_last=runs.label_frame(["S1", "S0"], -logits))
+    np.testing.assert_allclose(runs.read_logits(tmp_path / runs.OOF_LOGITS_LAST).to_numpy(),
+                               -logits, atol=1e-6)
     runs.write_metrics(tmp_path, {"best_oof_loss": np.float64(0.25)})
     oof = runs.read_logits(tmp_path / runs.OOF_LOGITS)
     assert oof.index.tolist() == ["S1", "S0"]
@@ -107,6 +113,28 @@ def test_collect_models_aligns_by_sample_id(tmp_path):
     # test probabilities: mean over folds of sigmoid(k), in test_ids order
     mean = np.mean([1 / (1 + np.exp(-k)) for k in range(3)])
     np.testing.assert_allclose(collected.test_probs[0], mean, rtol=1e-6)
+
+
+def test_collect_models_reads_the_last_epoch_oof_where_every_fold_has_it(tmp_path):
+    rng = np.random.default_rng(0)
+    folds, test_ids = folds_table(), ["S0100", "S0101"]
+    fake_model_runs(tmp_path, "a", folds, test_ids, rng)
+    fake_model_runs(tmp_path, "b", folds, test_ids, rng)
+    last = {}
+    for k in range(3):
+        ids = folds.loc[folds["fold"] == k, "sample_id"].tolist()
+        logits = rng.normal(size=(len(ids), 9))
+        last.update(zip(ids, logits))
+        for name in ("a", "b"):
+            if name == "a" or k != 1:  # b's fold 1 lacks it
+                run_dir = tmp_path / name / "net" / f"fold{k}_seed0"
+                runs.label_frame(ids[::-1], logits[::-1]).to_csv(run_dir / runs.OOF_LOGITS_LAST,
+                                                                 index=False)
+    collected = runs.collect_models(sorted(tmp_path.glob("*/net/fold*")), folds, test_ids)
+    assert collected.names == ["a/net/seed0", "b/net/seed0"]
+    expected = 1 / (1 + np.exp(-np.stack([last[s] for s in folds["sample_id"]])))
+    np.testing.assert_allclose(collected.oof_last_probs[0], expected, rtol=1e-5)
+    assert np.isnan(collected.oof_last_probs[1]).all()
 
 
 def test_collect_models_refuses_incomplete_models(tmp_path):

@@ -335,6 +335,7 @@ def test_done_beside_an_unfinished_notebook_is_trained_again(tmp_path, tiny_data
     ("epochs", 1.5, r"epochs = 1.5 must be a whole number"),
     ("pretrained", 1, r"pretrained = 1 must be true or false"),
     ("tta_offsets", 3, r"tta_offsets = 3 must be a list"),
+    ("select_epoch", 1, r"select_epoch = 1 must be a string"),
 ])
 def test_parameters_of_the_wrong_kind_are_refused_naming_them(key, value, message):
     specs = expand_plan(load_plan("params/plans/demo.yaml"), folds=[0])

@@ -14,12 +14,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lib.dataset import load_competition
+from lib.leaderboard import read_test_labels
 from lib.schema import HELIUM_MASS, LABELS, METADATA_COLUMNS, SPLITS
 from lib.synthetic import (
+    DEFAULT_SHIFT,
     PROFILES,
     ROLES,
     TRUTH_COLUMNS,
     FolderRefusedError,
+    Instrument,
     draw_labels,
     expected_prevalence,
     format_run_csv,
@@ -27,6 +31,8 @@ from lib.synthetic import (
     generator_settings,
     main,
     read_truth,
+    sample_table,
+    shifted_instrument,
     simulate_run,
     simulate_run_with_truth,
     write_truth,
@@ -333,6 +339,7 @@ def foreign(tiny, tmp_path) -> Path:
     (["--profile", "huge"], "invalid choice: 'huge'"),
     (["--limit", "-3"], "limit must be 0 or more"),
     (["--workers", "0"], "workers must be at least 1"),
+    (["--shift", "-0.5"], "shift must be a finite number, 0 or more"),
 ])
 def test_bad_settings_exit_2_before_touching_the_folder(foreign, capsys, flags, message):
     before = _snapshot(foreign)
@@ -361,10 +368,11 @@ def test_a_folder_it_did_not_make_is_refused_and_left_alone(foreign, capsys):
 def test_its_own_folder_is_reused_and_other_settings_are_refused(tiny, capsys):
     before = _snapshot(tiny)
     assert generator_settings(tiny) == {"format": "mars-gcms synthetic folder v1",
-                                        "profile": "tiny", "seed": 0, "limit": None}
+                                        "profile": "tiny", "seed": 0, "limit": None,
+                                        "shift": DEFAULT_SHIFT}
     main([str(tiny), "--profile", "tiny", "--seed", "0"])
     assert "kept (made earlier with these settings)" in capsys.readouterr().out
-    for other in (dict(seed=1), dict(seed=0, limit=3), dict(profile="small")):
+    for other in (dict(seed=1), dict(seed=0, limit=3), dict(profile="small"), dict(shift=0)):
         with pytest.raises(FolderRefusedError, match="the generator made it with profile tiny"):
             generate(tiny, **{"profile": "tiny", **other})
     assert _snapshot(tiny) == before
@@ -438,3 +446,85 @@ def test_truth_reader_leaves_out_unknown_labels_when_asked_to_go_on(tiny, tmp_pa
     assert problems == [f"{tmp_path / 'truth.csv'}: line {row + 1}: label 'Hydrocarbon' is not "
                         f"a label (known: {list(LABELS)}); 1 such rows, left out"]
     assert len(truth) == len(lines) - 2 and "Hydrocarbon" not in set(truth["label"])
+
+
+# ---- hidden test labels and the train-to-test shift -------------------------------------------
+
+def test_test_labels_are_written_and_never_loaded(tiny):
+    """test_labels.csv has train_labels.csv's columns and one row per test sample, with the
+    labels the runs were simulated from; loading the competition never reads it, so no test id
+    reaches the training labels."""
+    metadata = pd.read_csv(tiny / "metadata.csv")
+    test_ids = metadata.loc[metadata["split"] == "test", "sample_id"].tolist()
+    written = pd.read_csv(tiny / "test_labels.csv")
+    assert list(written.columns) == list(pd.read_csv(tiny / "train_labels.csv").columns)
+    assert written["sample_id"].tolist() == test_ids
+    table = sample_table("tiny", 0, DEFAULT_SHIFT).set_index("sample_id")
+    np.testing.assert_array_equal(written[list(LABELS)].to_numpy(),
+                                  table.loc[test_ids, list(LABELS)].to_numpy())
+    assert read_test_labels(tiny / "test_labels.csv", test_ids).shape == (len(test_ids), 9)
+    data = load_competition(tiny)
+    assert not set(test_ids) & set(data.labels.index)
+    assert not set(test_ids) & set(data.train_labels["sample_id"])
+
+
+def test_shift_changes_only_the_test_split(tiny, tmp_path):
+    """--shift 0 is the i.i.d. split; any shift leaves train and val byte for byte as they are,
+    and moves the test split's runs and derivatized share."""
+    iid = generate(tmp_path / "iid", "tiny", seed=0, shift=0)
+    strong = generate(tmp_path / "strong", "tiny", seed=0, shift=4)
+    meta = {name: pd.read_csv(f / "metadata.csv") for name, f in
+            (("iid", iid), ("default", tiny), ("strong", strong))}
+    trainval = meta["iid"]["split"] != "test"
+    for name in ("default", "strong"):
+        assert meta[name].loc[trainval].equals(meta["iid"].loc[trainval])
+        assert not (meta[name].loc[~trainval, "features_md5_hash"]
+                    == meta["iid"].loc[~trainval, "features_md5_hash"]).any()
+    for file in ("train_labels.csv", "val_labels.csv", "submission_format.csv"):
+        assert (strong / file).read_bytes() == (iid / file).read_bytes()
+    derivatized = {name: m.loc[~trainval, "derivatized"].notna().mean()
+                   for name, m in meta.items()}
+    assert derivatized["iid"] < derivatized["strong"]
+    assert generator_settings(iid)["shift"] == 0 and generator_settings(strong)["shift"] == 4
+
+
+def test_shifted_runs_come_from_other_instrument_settings(tmp_path):
+    """Under a strong shift the test runs scan faster and are noisier than the same samples
+    unshifted; the truth still describes each shifted run."""
+    iid = generate(tmp_path / "iid", "tiny", seed=0, shift=0)
+    strong = generate(tmp_path / "strong", "tiny", seed=0, shift=4)
+    test = pd.read_csv(iid / "metadata.csv").query("split == 'test'")["features_path"]
+    scans = {name: np.mean([pd.read_csv(f / p)["time"].nunique() for p in test])
+             for name, f in (("iid", iid), ("strong", strong))}
+    floor = {name: np.mean([pd.read_csv(f / p)["intensity"].quantile(0.1) for p in test])
+             for name, f in (("iid", iid), ("strong", strong))}
+    assert scans["strong"] > 1.2 * scans["iid"] and floor["strong"] > 2 * floor["iid"]
+    truth = read_truth(strong)
+    assert set(truth["sample_id"]) >= set(pd.read_csv(strong / "test_labels.csv")["sample_id"])
+
+
+def test_truth_only_adds_test_labels_with_the_folders_shift(tiny, tmp_path):
+    folder = tmp_path / "copy"
+    for path, data in _snapshot(tiny).items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(data)
+    (folder / "test_labels.csv").unlink()
+    (folder / "truth.csv").unlink()
+    main([str(folder), "--profile", "tiny", "--truth-only"])
+    assert (folder / "test_labels.csv").read_bytes() == (tiny / "test_labels.csv").read_bytes()
+    assert (folder / "truth.csv").read_bytes() == (tiny / "truth.csv").read_bytes()
+    (folder / "test_labels.csv").unlink()
+    with pytest.raises(ValueError, match="S0030 is not the run .* shift 0"):
+        write_truth(folder, "tiny", seed=0, shift=0)  # another shift: nothing written
+    assert not (folder / "test_labels.csv").exists()
+
+
+def test_shifted_instrument_factors_grow_with_the_strength():
+    assert shifted_instrument(np.random.default_rng(0), 0.0) == Instrument()
+    weak, strong = (shifted_instrument(np.random.default_rng(0), s) for s in (1.0, 2.0))
+    assert 1 < weak.ramp_scale < strong.ramp_scale  # same draws, twice the log-factor
+    assert strong.ramp_scale == pytest.approx(weak.ramp_scale ** 2)
+    assert strong.scan_interval_scale < weak.scan_interval_scale < 1
+    assert 1 < weak.noise_scale < strong.noise_scale and 1 < weak.background_scale
+    with pytest.raises(ValueError, match="shift strength must be 0 or more"):
+        shifted_instrument(np.random.default_rng(0), -1.0)

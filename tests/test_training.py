@@ -161,13 +161,13 @@ def toy_problem(n: int = 40, seed: int = 0, device: str = "cpu"):
 
 
 def run_fit(seed: int = 0, epochs: int = 3, mixup_prob: float = 0.5, model=None,
-            time_warp: float = 0.0):
+            time_warp: float = 0.0, select_epoch: str = "best"):
     data, labels = toy_problem()
     torch.manual_seed(seed)
     model = model or build_model(TINY, "cls3", m_bins=64)
     settings = TrainSettings(norm="time", transform="log1p", mixup_prob=mixup_prob,
                              time_warp=time_warp, epochs=epochs, warmup_epochs=1, lr=1e-3,
-                             batch_size=8, eval_batch_size=16)
+                             batch_size=8, eval_batch_size=16, select_epoch=select_epoch)
     return fit(model, data, train_index=np.arange(30), train_labels=labels[:30],
                oof_index=np.arange(30, 40), oof_labels=labels[30:40],
                test_index=np.arange(35, 40), settings=settings, seed=seed, progress=False)
@@ -184,6 +184,26 @@ def test_fit_picks_the_best_epoch_and_its_predictions():
     # test logits come from the best state: the last 5 OOF samples are the test samples
     np.testing.assert_allclose(result.test_logits, result.oof_logits[5:], atol=1e-5)
     assert [h["lr"] for h in result.history][0] == 0.0  # warm-up starts at zero
+    # the last epoch's OOF is recorded too; the best state is the one kept
+    assert result.last_oof_loss == losses[-1] and result.last_oof_logits.shape == (10, 9)
+    assert result.kept_epoch == result.best_epoch and result.state is result.best_state
+
+
+@pytest.mark.slow
+def test_select_epoch_last_keeps_the_final_state():
+    result = run_fit(epochs=4, select_epoch="last")
+    losses = [h["oof_loss"] for h in result.history]
+    assert result.kept_epoch == 4 and result.last_oof_loss == losses[-1]
+    assert result.best_oof_loss == min(losses)
+    # test logits come from the last state: the last 5 OOF samples are the test samples
+    np.testing.assert_allclose(result.test_logits, result.last_oof_logits[5:], atol=1e-5)
+    model = build_model(TINY, "cls3", m_bins=64)
+    model.load_state_dict(result.state)  # the kept weights, complete
+
+
+def test_select_epoch_must_be_best_or_last():
+    with pytest.raises(ValueError, match="select_epoch must be one of .*'first'"):
+        TrainSettings(select_epoch="first")
 
 
 @pytest.mark.slow

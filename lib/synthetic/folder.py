@@ -1,9 +1,10 @@
-"""Writing a synthetic folder: runs as competition-format CSVs, labels, metadata, truth.csv.
+"""Writing a synthetic folder: runs as competition-format CSVs, labels, metadata, and the hidden
+answers truth.csv and test_labels.csv.
 
-Usage: ``python -m lib.synthetic OUT_DIR --profile small --seed 0 [--limit N] [--workers W]
-[--force]``; ``--truth-only`` adds truth.csv to a folder written before it existed (same profile
-and seed). An existing folder is only reused (made with the same settings) or, with
-``--force``, replaced whole; see generate.
+Usage: ``python -m lib.synthetic OUT_DIR --profile small --seed 0 [--shift S] [--limit N]
+[--workers W] [--force]``; ``--truth-only`` adds truth.csv and test_labels.csv to a folder
+written before they existed (same profile and seed). An existing folder is only reused (made
+with the same settings) or, with ``--force``, replaced whole; see generate.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from lib.files import atomic_path, atomic_write_csv, current_umask
 from lib.schema import LABELS, METADATA_COLUMNS, SAMPLE_COLUMNS, SPLITS
 from lib.synthetic.profiles import PROFILES, Profile
 from lib.synthetic.samples import sample_table
-from lib.synthetic.simulate import simulate_run_with_truth
+from lib.synthetic.simulate import shifted_instrument, simulate_run_with_truth
 from lib.synthetic.truth import TRUTH_COLUMNS, TRUTH_FILE
 
-MARKER = "synthetic.json"  # what the generator made this folder with (profile, seed, limit)
+MARKER = "synthetic.json"  # what the generator made this folder with (profile, seed, limit, shift)
 MARKER_FORMAT = "mars-gcms synthetic folder v1"
+# The test split's labels (train_labels.csv's columns): hidden answers that only scoring reads.
+TEST_LABELS = "test_labels.csv"
 
 
 def _fixed_point_chars(values: np.ndarray, decimals: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,18 +95,28 @@ def _write_bytes(path: Path, data: bytes) -> None:
         partial.write_bytes(data)
 
 
-# (path, index, material, labels, derivatized, profile, seed, sample_id)
-_Task = tuple[str, int, int, np.ndarray, bool, Profile, int, str]
+# (path, index, material, labels, derivatized, profile, seed, sample_id, shift of this run)
+_Task = tuple[str, int, int, np.ndarray, bool, Profile, int, str, float]
+
+
+def simulate_sample(task: _Task) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One run (time, mass, intensity) and its truth rows (with sample_id), from a task of
+    sample_tasks. Each run and each material has its own random stream, so a run does not
+    depend on worker count or on ``limit``; a shifted run's instrument has a stream of its own
+    too, so everything else in it is drawn as in the unshifted run."""
+    _, index, material, labels, derivatized, profile, seed, sample_id, shift = task
+    instrument = (shifted_instrument(np.random.default_rng([seed, 6, index]), shift)
+                  if shift > 0 else None)
+    run, truth = simulate_run_with_truth(
+        np.random.default_rng([seed, 1, index]), labels, derivatized, profile,
+        material_rng=np.random.default_rng([seed, 2, material]), instrument=instrument)
+    truth.insert(0, "sample_id", sample_id)
+    return run, truth
 
 
 def _simulate_sample(task: _Task) -> tuple[bytes, pd.DataFrame]:
-    """One run's CSV bytes and its truth rows (with sample_id). Each run and each material has
-    its own random stream, so the bytes do not depend on worker count or on ``limit``."""
-    _, index, material, labels, derivatized, profile, seed, sample_id = task
-    run, truth = simulate_run_with_truth(
-        np.random.default_rng([seed, 1, index]), labels, derivatized, profile,
-        material_rng=np.random.default_rng([seed, 2, material]))
-    truth.insert(0, "sample_id", sample_id)
+    """One run's CSV bytes and its truth rows (see simulate_sample)."""
+    run, truth = simulate_sample(task)
     return format_run_csv(run), truth
 
 
@@ -128,9 +141,13 @@ def _csv_bytes(df: pd.DataFrame) -> bytes:
     return df.to_csv(index=False, lineterminator="\n").encode()
 
 
-def _tasks(out: Path, table: pd.DataFrame, profile: Profile, seed: int) -> list[_Task]:
+def sample_tasks(out: Path, table: pd.DataFrame, profile: Profile, seed: int,
+                 shift: float) -> list[_Task]:
+    """One task per row of a sample_table (paths under ``out``); the test split's runs get
+    the train-to-test shift of strength ``shift``, the others none."""
     return [(str(out / row.features_path), i, row.material, row[list(LABELS)].to_numpy(),
-             bool(row.derivatized), profile, seed, row.sample_id)
+             bool(row.derivatized), profile, seed, row.sample_id,
+             float(shift) if row.split == "test" else 0.0)
             for i, row in table.iterrows()]
 
 
@@ -153,9 +170,13 @@ class FolderRefusedError(ValueError):
     settings); it is left as it is. The message names the folder and says why."""
 
 
-def check_settings(profile: str, seed: int, limit: int | None = None, workers: int = 1) -> None:
+def check_settings(profile: str, seed: int, limit: int | None = None, workers: int = 1,
+                   shift: float | None = None) -> None:
     """ValueError saying which setting is wrong: an unknown profile, a negative seed (numpy's
-    generators take non-negative integers), a negative limit, fewer than one worker."""
+    generators take non-negative integers), a negative limit, fewer than one worker, a shift
+    that is negative or not finite."""
+    if shift is not None and not (np.isfinite(shift) and shift >= 0):
+        raise ValueError(f"shift must be a finite number, 0 or more, got {shift!r}")
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known: {sorted(PROFILES)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -173,13 +194,17 @@ def generate(
     limit: int | None = None,
     workers: int = 1,
     force: bool = False,
+    shift: float | None = None,
 ) -> Path:
     """Write a synthetic competition folder and return its path.
 
     limit: write only the first N samples (sample-id order); metadata, label and truth files
     then cover only those. workers: processes used to simulate and write runs (output is
-    identical for any value). truth.csv: see lib.synthetic.truth. MARKER (synthetic.json)
-    records the profile, seed and limit.
+    identical for any value). shift: strength of the train-to-test shift of the test split
+    (None: the profile's; 0: an i.i.d. test split; train and val are the same for every
+    shift). truth.csv: see lib.synthetic.truth; TEST_LABELS (test_labels.csv): the test
+    split's labels, which only scoring may read. MARKER (synthetic.json) records the profile,
+    seed, limit and shift.
 
     The folder is written as a temporary sibling and renamed into place, so it is whole or
     absent. An existing folder is never changed unless ``force``: one the generator made with
@@ -189,12 +214,13 @@ def generate(
     holds (the old one is removed only once the new one is in place). ValueError for bad
     settings (check_settings), before anything is touched.
     """
-    check_settings(profile, seed, limit, workers)
+    check_settings(profile, seed, limit, workers, shift)
+    shift = PROFILES[profile].shift if shift is None else float(shift)
     out = Path(out_dir)
-    wanted = _marker(profile, seed, limit)
+    wanted = _marker(profile, seed, limit, shift)
     occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
     if occupied and not force:
-        found = generator_settings(out) or _recognise_unmarked(out, profile, seed)
+        found = generator_settings(out) or _recognise_unmarked(out, profile, seed, shift)
         if found == wanted:
             return out
         raise FolderRefusedError(_refusal(out, found, wanted))
@@ -202,7 +228,7 @@ def generate(
     partial = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
     try:
         partial.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide the data
-        _write_folder(partial, PROFILES[profile], seed, limit, workers)
+        _write_folder(partial, PROFILES[profile], seed, limit, workers, shift)
         _write_bytes(partial / MARKER, json.dumps(wanted, indent=2).encode())
         _move_into_place(partial, out)
     finally:
@@ -212,17 +238,21 @@ def generate(
 
 
 def generator_settings(folder: str | os.PathLike) -> dict | None:
-    """{"format", "profile", "seed", "limit"} the generator made ``folder`` with, read from its
-    MARKER; None when it has no readable MARKER."""
+    """{"format", "profile", "seed", "limit", "shift"} the generator made ``folder`` with, read
+    from its MARKER (a MARKER written before the shift existed: shift 0, an i.i.d. test split);
+    None when it has no readable MARKER."""
     try:
         found = json.loads((Path(folder) / MARKER).read_text())
     except (OSError, ValueError):
         return None
-    return found if isinstance(found, dict) and found.get("format") == MARKER_FORMAT else None
+    if not (isinstance(found, dict) and found.get("format") == MARKER_FORMAT):
+        return None
+    return {**found, "shift": float(found.get("shift", 0.0))}
 
 
-def _recognise_unmarked(folder: Path, profile: str, seed: int) -> dict | None:
-    """The settings of a folder the generator made with ``profile`` and ``seed`` before MARKER
+def _recognise_unmarked(folder: Path, profile: str, seed: int, shift: float) -> dict | None:
+    """The settings of a folder the generator made with ``profile``, ``seed`` and ``shift``
+    before MARKER
     existed, or None: its metadata.csv must list a prefix of that profile's samples with their
     splits and derivatized flags, and the md5s of three runs simulated again (first, middle,
     last) must match metadata.csv's and the files'. The MARKER is written then."""
@@ -233,36 +263,37 @@ def _recognise_unmarked(folder: Path, profile: str, seed: int) -> dict | None:
     except (OSError, ValueError, KeyError):
         return None
     prof = PROFILES[profile]
-    table = sample_table(prof, seed).iloc[:len(metadata)]
+    table = sample_table(prof, seed, shift).iloc[:len(metadata)]
     expected = [table["sample_id"].tolist(), table["split"].tolist(),
                 np.where(table["derivatized"], "1", "").tolist()]
     if len(metadata) == 0 or columns[:3] != expected:
         return None
-    tasks = _tasks(folder, table, prof, seed)
+    tasks = sample_tasks(folder, table, prof, seed, shift)
     for i in sorted({0, len(tasks) // 2, len(tasks) - 1}):
         simulated, path = _check_sample(tasks[i])[0], Path(tasks[i][0])
         if simulated != columns[3][i] or not path.is_file() or _file_md5(path) != simulated:
             return None
-    found = _marker(profile, seed, len(metadata))
+    found = _marker(profile, seed, len(metadata), shift)
     _write_bytes(folder / MARKER, json.dumps(found, indent=2).encode())
     return found
 
 
-def _marker(profile: str, seed: int, limit: int | None) -> dict:
+def _marker(profile: str, seed: int, limit: int | None, shift: float) -> dict:
     """The MARKER of a folder of these settings (limit None when it covers the profile)."""
     n_samples = sum(PROFILES[profile].split_sizes.values())
     limit = None if limit is None or limit >= n_samples else int(limit)
-    return {"format": MARKER_FORMAT, "profile": profile, "seed": int(seed), "limit": limit}
+    return {"format": MARKER_FORMAT, "profile": profile, "seed": int(seed), "limit": limit,
+            "shift": float(shift)}
 
 
 def _refusal(out: Path, found: dict | None, wanted: dict) -> str:
     """Why ``out`` is left alone, and what to do instead."""
-    settings = ", ".join(f"{k} {wanted[k]}" for k in ("profile", "seed", "limit"))
+    settings = ", ".join(f"{k} {wanted[k]}" for k in ("profile", "seed", "limit", "shift"))
     if found is None:
         reason = (f"it is not empty and not a folder the generator made with {settings} (it "
                   f"has no {MARKER}, and no metadata.csv of those settings)")
     else:
-        made = ", ".join(f"{k} {found.get(k)}" for k in ("profile", "seed", "limit"))
+        made = ", ".join(f"{k} {found.get(k)}" for k in ("profile", "seed", "limit", "shift"))
         reason = f"the generator made it with {made}, not {settings}"
     return (f"{out}: not written: {reason}. Choose another folder, or pass --force "
             f"(force=True) to replace the whole folder and everything in it.")
@@ -280,14 +311,15 @@ def _move_into_place(partial: Path, out: Path) -> None:
     shutil.rmtree(old)
 
 
-def _write_folder(out: Path, prof: Profile, seed: int, limit: int | None, workers: int) -> None:
+def _write_folder(out: Path, prof: Profile, seed: int, limit: int | None, workers: int,
+                  shift: float) -> None:
     """Every file of a synthetic folder into the (new, empty) folder ``out``."""
-    table = sample_table(prof, seed)
+    table = sample_table(prof, seed, shift)
     if limit is not None:
         table = table.iloc[:limit]
     for split in SPLITS:
         (out / f"{split}_features").mkdir()
-    results = _map(_write_sample, _tasks(out, table, prof, seed), workers)
+    results = _map(_write_sample, sample_tasks(out, table, prof, seed, shift), workers)
 
     label_cols = ["sample_id", *LABELS]
     for split in ("train", "val"):
@@ -298,31 +330,44 @@ def _write_folder(out: Path, prof: Profile, seed: int, limit: int | None, worker
         scored[label] = 0.5
     _write_bytes(out / "submission_format.csv", _csv_bytes(scored))
     _write_truth(out, [truth for _, truth in results])
+    _write_test_labels(out, table)
     metadata = table[["sample_id", "split", "features_path"]].copy()
     metadata.insert(2, "derivatized", np.where(table["derivatized"], "1", ""))
     metadata["features_md5_hash"] = [md5 for md5, _ in results]
     _write_bytes(out / "metadata.csv", _csv_bytes(metadata[list(METADATA_COLUMNS)]))
 
 
+def _write_test_labels(out: Path, table: pd.DataFrame) -> Path:
+    """TEST_LABELS: sample_id + the 9 labels of the table's test rows, in sample order."""
+    test = table.loc[table["split"] == "test", ["sample_id", *LABELS]]
+    return atomic_write_csv(test, out / TEST_LABELS, lineterminator="\n")
+
+
 def write_truth(out_dir: str | os.PathLike, profile: str = "small", seed: int = 0,
-                workers: int = 1) -> Path:
-    """Add truth.csv to a folder that ``generate`` wrote (with the same profile and seed)
-    before truth files existed; the runs are simulated again, not written. ValueError naming
-    the sample when a run's md5 differs from metadata.csv's (another profile, seed or
-    generator version). Returns the path of truth.csv."""
+                workers: int = 1, shift: float | None = None) -> Path:
+    """Add truth.csv and TEST_LABELS (test_labels.csv) to a folder that ``generate`` wrote
+    (with the same profile and seed) before those files existed; the runs are simulated
+    again, not written. shift: the one the folder was made with (None: its MARKER's, 0 for a
+    folder without one, made before the shift existed). ValueError naming the sample when a
+    run's md5 differs from metadata.csv's (another profile, seed, shift or generator
+    version); nothing is written then. Returns the path of truth.csv."""
     out = Path(out_dir)
+    if shift is None:
+        shift = (generator_settings(out) or {}).get("shift", 0.0)
     metadata = pd.read_csv(out / "metadata.csv", dtype=str, keep_default_na=False)
-    table = sample_table(PROFILES[profile], seed)
+    table = sample_table(PROFILES[profile], seed, shift)
     if list(metadata["sample_id"]) != list(table["sample_id"][:len(metadata)]):
         raise ValueError(f"{out}: its samples are not those of profile {profile!r}")
     table = table.iloc[:len(metadata)]
-    results = _map(_check_sample, _tasks(out, table, PROFILES[profile], seed), workers)
+    results = _map(_check_sample, sample_tasks(out, table, PROFILES[profile], seed, shift),
+                   workers)
     for sample_id, expected, (md5, _) in zip(metadata["sample_id"],
                                              metadata["features_md5_hash"], results):
         if md5 != expected:
             raise ValueError(f"{out}: {sample_id} is not the run that profile {profile!r} "
-                             f"seed {seed} simulates (md5 {md5}, metadata says {expected}); "
-                             f"no truth written")
+                             f"seed {seed} shift {shift} simulates (md5 {md5}, metadata says "
+                             f"{expected}); no truth written")
+    _write_test_labels(out, table)
     return _write_truth(out, [truth for _, truth in results])
 
 
@@ -335,26 +380,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="small")
     parser.add_argument("--seed", type=int, default=0, help="a non-negative integer")
+    parser.add_argument("--shift", type=float, default=None,
+                        help="strength of the train-to-test shift of the test split (default: "
+                             "the profile's; 0: an i.i.d. test split)")
     parser.add_argument("--limit", type=int, default=None, help="write only the first N samples")
     parser.add_argument("--workers", type=int, default=1, help="processes (output is identical)")
     parser.add_argument("--truth-only", action="store_true",
-                        help="only add truth.csv to a folder written earlier with these settings")
+                        help="only add truth.csv and test_labels.csv to a folder written earlier "
+                             "with these settings (the shift: the folder's, unless --shift)")
     parser.add_argument("--force", action="store_true",
                         help="replace OUT_DIR and everything in it when the generator did not "
                              "make it with these settings")
     args = parser.parse_args(argv)
     try:
-        check_settings(args.profile, args.seed, args.limit, args.workers)
+        check_settings(args.profile, args.seed, args.limit, args.workers, args.shift)
     except ValueError as error:
         parser.error(str(error))
     if args.truth_only:
-        path = write_truth(args.out_dir, args.profile, args.seed, args.workers)
-        print(f"wrote {path}: {sum(1 for _ in open(path)) - 1} rows")
+        path = write_truth(args.out_dir, args.profile, args.seed, args.workers, args.shift)
+        print(f"wrote {path}: {sum(1 for _ in open(path)) - 1} rows, and "
+              f"{path.parent / TEST_LABELS}")
         return
     occupied = args.out_dir.is_dir() and any(args.out_dir.iterdir())
     try:
         out = generate(args.out_dir, args.profile, args.seed, args.limit, args.workers,
-                       force=args.force)
+                       force=args.force, shift=args.shift)
     except FolderRefusedError as error:
         parser.exit(1, f"error: {error}\n")
     metadata = pd.read_csv(out / "metadata.csv")
@@ -363,6 +413,7 @@ def main(argv: list[str] | None = None) -> None:
     truth = f" and {TRUTH_FILE}" if (out / TRUTH_FILE).is_file() else f", no {TRUTH_FILE}"
     done = ("kept (made earlier with these settings)" if occupied and not args.force
             else "wrote")
-    print(f"{done} {out}: profile={args.profile} seed={args.seed} "
+    shift = generator_settings(out)["shift"]
+    print(f"{done} {out}: profile={args.profile} seed={args.seed} shift={shift:g} "
           + " ".join(f"{s}={n}" for s, n in counts.items())
           + f", {size / 1e6:.1f} MB of runs{truth}")

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 from lib.schema import SPLITS
 
+# Strength of the train-to-test shift every profile gets by default (0: an i.i.d. test split),
+# calibrated with scripts/calibrate_synthetic.py on `small` (README: Synthetic data).
+DEFAULT_SHIFT = 1.75
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -19,6 +23,8 @@ class Profile:
     min_scans: short runs scan faster so that every run has at least this many scans; on a
         coarse profile this keeps short runs from leaving empty time bins in the 192-bin
         images (real runs have 4+ scans per bin). 0: the same interval for every run.
+    shift: strength of the train-to-test shift (lib.synthetic.simulate.shifted_instrument,
+        lib.synthetic.samples.sample_table); the generator's --shift overrides it.
     """
 
     n_train: int
@@ -28,6 +34,7 @@ class Profile:
     max_mass: int
     min_peak_sigma_scans: float = 0.7
     min_scans: int = 0
+    shift: float = DEFAULT_SHIFT
 
     @property
     def split_sizes(self) -> dict[str, int]:

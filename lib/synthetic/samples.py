@@ -13,6 +13,9 @@ MEAN_REPLICATES = 5.0  # mean runs per material (a physical sample run several t
 
 # Fraction of derivatized samples per split, from the public metadata.
 DERIVATIZED_FRACTION: dict[str, float] = {"train": 0.315, "val": 0.458, "test": 0.352}
+# Under a train-to-test shift of strength s the test split's derivatized share is
+# DERIVATIZED_FRACTION["test"] + s * SHIFT_DERIVATIZED (capped at 1).
+SHIFT_DERIVATIZED = 0.05
 
 # Label combinations of the real train split (patterns in LABELS order) with how many samples
 # show each one when not derivatized / derivatized. The combination totals are the real ones;
@@ -99,13 +102,24 @@ def expected_prevalence(derivatized_fraction: float) -> np.ndarray:
     return derivatized_fraction * given[True] + (1 - derivatized_fraction) * given[False]
 
 
-def sample_table(profile: Profile | str = "small", seed: int = 0) -> pd.DataFrame:
+def test_derivatized_fraction(shift: float) -> float:
+    """The test split's derivatized share under a train-to-test shift of strength ``shift``."""
+    return min(1.0, DERIVATIZED_FRACTION["test"] + shift * SHIFT_DERIVATIZED)
+
+
+def sample_table(profile: Profile | str = "small", seed: int = 0,
+                 shift: float = 0.0) -> pd.DataFrame:
     """Every sample of a synthetic folder, without runs.
 
     Returns a DataFrame with sample_id (S0000.. over train, val, test), split, derivatized
     (bool), features_path, material (replicate runs of one physical sample share it) and the
-    9 label columns (int8). Labels exist for test too (they drive the simulated signals) but
-    are never written.
+    9 label columns (int8). Labels exist for test too (they drive the simulated signals); the
+    generator writes them only as the hidden test_labels.csv.
+
+    shift > 0: the test rows are drawn again, from streams of their own, with the derivatized
+    share test_derivatized_fraction(shift); each is a replicate of a material of the same labels
+    and derivatization drawn at random from those of the unshifted table (a new material where
+    there is none). Train and val rows are the same for every shift.
     """
     profile = get_profile(profile)
     parts = []
@@ -122,6 +136,40 @@ def sample_table(profile: Profile | str = "small", seed: int = 0) -> pd.DataFram
     table.insert(4, "material", _assign_materials(np.random.default_rng([seed, 3]),
                                                   table[list(LABELS)].to_numpy(),
                                                   table["derivatized"].to_numpy()))
+    if shift > 0:
+        table = _shifted_test_rows(table, seed, shift)
     return table
 
 
+def _shifted_test_rows(table: pd.DataFrame, seed: int, shift: float) -> pd.DataFrame:
+    """``table`` with its test rows' labels, derivatization and materials drawn again (see
+    sample_table) from stream [seed, 4] only, so the other rows stay. The draws are fixed
+    uniforms read through the shift's derivatized share, so a stronger shift changes a few
+    samples, not all: the first k of a fixed order are derivatized, each sample's label
+    combination is its uniform's quantile given its derivatization, its material likewise."""
+    test = np.flatnonzero(table["split"].to_numpy() == "test")
+    rng = np.random.default_rng([seed, 4])
+    order = rng.permutation(len(test))
+    u_labels, u_material = rng.random(len(test)), rng.random(len(test))
+    derivatized = np.zeros(len(test), dtype=bool)
+    derivatized[order[: round(len(test) * test_derivatized_fraction(shift))]] = True
+    cumulative = {state: np.cumsum(w) / w.sum() for state, w in _PATTERN_WEIGHTS.items()}
+    labels = np.stack([_PATTERNS[min(int(np.searchsorted(cumulative[bool(d)], u, side="right")),
+                                     len(_PATTERNS) - 1)]
+                       for d, u in zip(derivatized, u_labels)])
+    materials: dict[tuple, set[int]] = {}
+    keys = np.column_stack([table[list(LABELS)].to_numpy(), table["derivatized"].to_numpy()])
+    for key, material in zip(map(tuple, keys), table["material"]):
+        materials.setdefault(key, set()).add(int(material))
+    next_id = int(table["material"].max()) + 1
+    new_materials = []
+    for key, u in zip(map(tuple, np.column_stack([labels, derivatized])), u_material):
+        if key not in materials:
+            materials[key], next_id = {next_id}, next_id + 1
+        known = sorted(materials[key])
+        new_materials.append(known[int(u * len(known))])
+    table = table.copy()
+    table.loc[test, list(LABELS)] = labels
+    table.loc[test, "derivatized"] = derivatized
+    table.loc[test, "material"] = new_materials
+    return table

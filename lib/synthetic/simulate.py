@@ -4,6 +4,8 @@ A run is a material's signals (label compounds, contaminant look-alikes of negat
 unlabeled peaks) rendered onto a scan x integer-mass canvas with helium, air, column bleed and,
 in derivatized runs, reagent peaks, then read by a noisy, saturating detector. Samples are
 replicate runs of materials: same labels, compounds and method; different ramp, heights, noise.
+An Instrument other than the default one stands for other instrument settings (the test split's
+runs under a train-to-test shift, see shifted_instrument).
 """
 
 from __future__ import annotations
@@ -48,6 +50,15 @@ REAGENT_AMPLITUDE = (2e7, 5e8)  # derivatization reagent peaks (log-uniform)
 P_AMINO_ACID = 0.7  # chance that a derivatized carboxylic+nitrogen sample shows amino acids
 AMINO_ACID_LABELS = ("carboxylic_acid", "nitrogen_bearing_compound")  # what amino acids show
 
+# The train-to-test shift at strength 1 (shifted_instrument): per-run log-factors, drawn
+# uniformly in these ranges and multiplied by the strength. Ramps run longer and end hotter,
+# the scan is faster, the detector noisier and the background higher than for training runs.
+SHIFT_LOG_RAMP = (0.05, 0.25)  # ramp duration
+SHIFT_LOG_END_TEMPERATURE = (-0.05, 0.15)  # ramp end temperature (relative)
+SHIFT_LOG_SCAN_INTERVAL = (-0.4, -0.1)  # minutes between sweeps
+SHIFT_LOG_NOISE = (0.3, 1.0)  # detector noise floor
+SHIFT_LOG_BACKGROUND = (0.2, 1.0)  # helium, air and column bleed
+
 _HALF_WIDTH = float(np.sqrt(2 * np.log(2)))  # half width at half height of a Gaussian / sigma
 
 # Recorded window (minutes) by kind: (start range, end range).
@@ -73,6 +84,35 @@ _SWEEP_START_P: dict[str, list[float]] = {
     "derivatized": [0.3, 0.2, 0.5],
     "other": [0.7, 0.15, 0.15],
 }
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """Settings of the instrument a run is recorded on, as factors of the training runs'.
+
+    ramp_scale: the temperature ramp's duration; end_temperature: the temperature the ramp
+    ends at (relative: compounds elute earlier above 1, later below); scan_interval_scale:
+    minutes between sweeps; noise_scale: the detector's noise floor; background_scale:
+    helium, air and column bleed. The default (all 1) is the training runs' instrument and
+    simulates exactly the runs it always did.
+    """
+
+    ramp_scale: float = 1.0
+    end_temperature: float = 1.0
+    scan_interval_scale: float = 1.0
+    noise_scale: float = 1.0
+    background_scale: float = 1.0
+
+
+def shifted_instrument(rng: np.random.Generator, strength: float) -> Instrument:
+    """The instrument of one run under a train-to-test shift of ``strength`` (0: the training
+    instrument; 1: each log-factor drawn from its SHIFT_LOG_* range). rng: a stream of its own,
+    so that the run's other draws stay those of the unshifted run."""
+    if strength < 0:
+        raise ValueError(f"shift strength must be 0 or more, got {strength}")
+    ranges = (SHIFT_LOG_RAMP, SHIFT_LOG_END_TEMPERATURE, SHIFT_LOG_SCAN_INTERVAL,
+              SHIFT_LOG_NOISE, SHIFT_LOG_BACKGROUND)
+    return Instrument(*(float(np.exp(strength * rng.uniform(lo, hi))) for lo, hi in ranges))
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float,
@@ -355,27 +395,30 @@ class _Canvas:
                                    round(t_start, 6), round(t_end, 6)))
 
 
-def _make_canvas(rng: np.random.Generator, material: _Material, profile: Profile) -> _Canvas:
+def _make_canvas(rng: np.random.Generator, material: _Material, profile: Profile,
+                 instrument: Instrument) -> _Canvas:
     """Scan times, a random monotone temperature ramp and the mass sweep of one run."""
     (s_lo, s_hi), (e_lo, e_hi) = _RUN_WINDOWS[material.kind]
     start, end = rng.uniform(s_lo, s_hi), rng.uniform(e_lo, e_hi)
     dt = profile.scan_interval_min
     if profile.min_scans:
         dt = min(dt, (end - start) / profile.min_scans)
+    dt *= instrument.scan_interval_scale
     n_scans = int((end - start) / dt) + 1
     # slightly irregular scan spacing, as on the real instrument
     times = start + np.concatenate([[0.0], np.cumsum(dt * rng.uniform(0.98, 1.02, n_scans - 1))])
     # the material's ramp, slightly stretched and bent again per run: replicates elute close
     # to, but not exactly at, the same times
     ramp_start, ramp_end = _RAMPS[material.kind]
-    duration = ((ramp_end - ramp_start) * material.ramp_scale
+    duration = ((ramp_end - ramp_start) * material.ramp_scale * instrument.ramp_scale
                 * rng.uniform(1 - RAMP_JITTER, 1 + RAMP_JITTER))
     ramp_times = ramp_start + rng.uniform(-0.1, 0.1) + np.linspace(0.0, duration, 7)
     ramp_temps = np.concatenate([[0.0], np.cumsum(np.diff(material.ramp)
                                                   * rng.lognormal(0.0, RUN_WARP, 6))])
     masses = np.arange(material.first_mass, profile.max_mass + 1)
     gain = (masses / 100.0) ** -rng.uniform(0.0, 0.4)
-    return _Canvas(times, masses, gain, ramp_times, ramp_temps / ramp_temps[-1])
+    ramp_temps = ramp_temps / ramp_temps[-1] * instrument.end_temperature
+    return _Canvas(times, masses, gain, ramp_times, ramp_temps)
 
 
 def _render(rng: np.random.Generator, canvas: _Canvas, signal: _Signal, noise: float,
@@ -393,19 +436,22 @@ def _render(rng: np.random.Generator, canvas: _Canvas, signal: _Signal, noise: f
                     families=signal.families, compound=signal.compound)
 
 
-def _add_background(rng: np.random.Generator, canvas: _Canvas, derivatized: bool) -> None:
-    """Helium carrier, air rising with temperature, column bleed, reagent (derivatized runs)."""
+def _add_background(rng: np.random.Generator, canvas: _Canvas, derivatized: bool,
+                    level: float = 1.0) -> None:
+    """Helium carrier, air rising with temperature, column bleed (all three times ``level``),
+    reagent (derivatized runs)."""
     n = len(canvas.times)
     temp = canvas.temperature
-    canvas.add_trace({HELIUM_MASS: 1.0}, _log_uniform(rng, 3e5, 1e7) * rng.lognormal(0.0, 0.02, n),
-                     role="background", compound="helium carrier")
+    helium = _log_uniform(rng, 3e5, 1e7) * rng.lognormal(0.0, 0.02, n)
+    canvas.add_trace({HELIUM_MASS: 1.0}, level * helium, role="background",
+                     compound="helium carrier")
     rise = _log_uniform(rng, 0.5, 10) * temp ** rng.uniform(1.5, 4)
     air = _log_uniform(rng, 1e4, 1e6) * (1 + rise)
-    canvas.add_trace(AIR, air, role="background", compound="air")
+    canvas.add_trace(AIR, level * air, role="background", compound="air")
     if rng.random() < 0.85:
         k = rng.uniform(2.0, 6.0)
         bleed = _log_uniform(rng, 1e6, 3e7) * np.expm1(k * temp) / np.expm1(k)
-        canvas.add_trace(BLEED, bleed, role="background", compound="column bleed")
+        canvas.add_trace(BLEED, level * bleed, role="background", compound="column bleed")
     if derivatized:
         canvas.add_trace(REAGENT_BACKGROUND, np.full(n, _log_uniform(rng, 1e4, 1e6)),
                          role="reagent", compound="reagent background")
@@ -443,13 +489,15 @@ def simulate_run_with_truth(
     derivatized: bool,
     profile: Profile | str,
     material_rng: np.random.Generator | None = None,
+    instrument: Instrument | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Simulate one GC-MS run and record what it put there.
 
     labels: (9,) 0/1 in LABELS order. material_rng draws what replicate runs of one physical
     sample share (method, compounds, their strengths, contaminants); rng draws everything
     specific to this run (ramp, noise, background, extra distractors). Without material_rng,
-    rng draws both. Returns (run, truth):
+    rng draws both. instrument: the settings the run is recorded with (default: the training
+    runs'; see Instrument). Returns (run, truth):
 
     run: columns time, mass, intensity (n_scans * n_masses rows): time in minutes and mass in
     m/z rounded to 6 decimals, intensity int64 >= 1; one sweep per time value, masses
@@ -461,9 +509,10 @@ def simulate_run_with_truth(
     profile = get_profile(profile)
     labels = np.asarray(labels).astype(bool)
     material = _draw_material(material_rng or rng, labels, derivatized)
-    canvas = _make_canvas(rng, material, profile)
-    noise = _log_uniform(rng, 5e2, 4e3)
-    _add_background(rng, canvas, derivatized)
+    instrument = instrument or Instrument()
+    canvas = _make_canvas(rng, material, profile, instrument)
+    noise = _log_uniform(rng, 5e2, 4e3) * instrument.noise_scale
+    _add_background(rng, canvas, derivatized, instrument.background_scale)
     shift = rng.normal(0.0, RETENTION_JITTER)  # column/flow drift moves every peak together
     for signal in (*material.signals, *_distractor_signals(rng, DISTRACTOR_MEAN / 2)):
         _render(rng, canvas, signal, noise, shift, profile)
@@ -491,6 +540,8 @@ def simulate_run(
     derivatized: bool,
     profile: Profile | str,
     material_rng: np.random.Generator | None = None,
+    instrument: Instrument | None = None,
 ) -> pd.DataFrame:
     """The run of simulate_run_with_truth (columns time, mass, intensity), without its truth."""
-    return simulate_run_with_truth(rng, labels, derivatized, profile, material_rng)[0]
+    return simulate_run_with_truth(rng, labels, derivatized, profile, material_rng,
+                                   instrument)[0]
