@@ -16,6 +16,7 @@ import pytest
 from lib.dataset import load_competition
 from lib.paths import REPO_ROOT
 from lib.runs import data_fingerprint, is_done, read_logits, read_metrics
+from lib.sweep import notebook_parameters
 from lib.synthetic import generate
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -42,6 +43,17 @@ def test_notebooks_have_no_outputs():
         assert not any(c.get("outputs") or c.get("execution_count") for c in cells
                        if c.cell_type == "code"), f"{path.name} is committed with outputs"
         assert any("parameters" in c.metadata.get("tags", []) for c in cells), path.name
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_papermill_reads_every_parameter(path, caplog):
+    """papermill (--help-notebook, the run-folder handler) sees each name the parameters cell
+    assigns: a line it cannot parse (two "=", e.g. ">=" in a comment) is dropped with a
+    warning."""
+    with caplog.at_level("WARNING", logger="papermill"):
+        seen = set(pm.inspect_notebook(str(path)))
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+    assert seen == set(notebook_parameters(path.name))
 
 
 @pytest.mark.slow
