@@ -23,9 +23,19 @@ from lib.paths import REPO_ROOT
 SLURM = REPO_ROOT / "params" / "clusters" / "slurm.yaml"
 
 
+@pytest.fixture
+def slurm_yaml(tmp_path):
+    """params/clusters/slurm.yaml with its log directory (made when a cluster object is
+    built) in the test's folder rather than the repository's runs/."""
+    config = yaml.safe_load(SLURM.read_text()) | {"log_directory": str(tmp_path / "logs")}
+    path = tmp_path / "slurm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 @pytest.mark.slow
-def test_the_slurm_yaml_becomes_the_expected_job_script():
-    script = job_script(SLURM)
+def test_the_slurm_yaml_becomes_the_expected_job_script(slurm_yaml):
+    script = job_script(slurm_yaml)
     lines = script.splitlines()
     for directive in ("#SBATCH -p gpu", "#SBATCH -A my-project", "#SBATCH -t 04:00:00",
                       "#SBATCH --gres=gpu:1", "#SBATCH --cpus-per-task=8"):
@@ -37,9 +47,9 @@ def test_the_slurm_yaml_becomes_the_expected_job_script():
 
 
 @pytest.mark.slow
-def test_print_job_script_from_the_command_line():
+def test_print_job_script_from_the_command_line(slurm_yaml):
     done = subprocess.run([sys.executable, "-m", "lib.sweep", "params/plans/demo.yaml",
-                           "--cluster", str(SLURM), "--print-job-script"],
+                           "--cluster", str(slurm_yaml), "--print-job-script"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "#SBATCH --gres=gpu:1" in done.stdout
@@ -115,7 +125,7 @@ def test_a_batch_clusters_scheduler_refuses_clients_without_its_credentials(tmp_
 @pytest.mark.slow
 def test_security_false_is_plain_tcp(tmp_path):
     config = yaml.safe_load(SLURM.read_text())
-    config.update(security=False, interface="lo")
+    config.update(security=False, interface="lo", log_directory=str(tmp_path / "logs"))
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(config))
     batch, _ = build_batch_cluster(path)
