@@ -54,6 +54,7 @@ def test_plans_reference_existing_params(path: Path):
         assert run.get("notebook", "03_train.ipynb") == notebook_of(run["params"])
 
 
+@pytest.mark.slow  # builds every backbone of the reference plans
 @pytest.mark.parametrize("plan_name", ["submitted11", "final16"])
 def test_reference_plans_name_backbones_that_exist_and_build(plan_name: str):
     plan = yaml.safe_load((REPO_ROOT / "params" / "plans" / f"{plan_name}.yaml").read_text())
