@@ -95,14 +95,9 @@ def logistic_benchmark_oof(features: np.ndarray, labels: np.ndarray, folds: np.n
     oof = np.zeros(labels.shape, dtype=float)
     for k in np.unique(folds):
         train, held = folds != k, folds == k
-        x = np.concatenate([features[train], extra_x])
-        for j in range(labels.shape[1]):
-            y = np.concatenate([labels[train, j], extra_y[:, j]])
-            if y.min() == y.max():
-                oof[held, j] = y.mean()
-                continue
-            model = _l1_logistic(C).fit(x, y)
-            oof[held, j] = model.predict_proba(features[held])[:, 1]
+        oof[held] = logistic_benchmark_predict(
+            np.concatenate([features[train], extra_x]),
+            np.concatenate([labels[train], extra_y]), features[held], C)
     return oof
 
 
