@@ -23,7 +23,7 @@ import re
 import lightgbm
 import numpy as np
 
-from lib.feature_models import FeatureModel, log_features
+from lib.feature_models import FeatureModel, model_inputs
 from lib.schema import N_LABELS
 
 _NAME = re.compile(r"^m(\d+)_(max|area)_b(\d+)$|^m(\d+)_(peak_time)$")
@@ -39,15 +39,13 @@ def feature_contributions(model: FeatureModel, features: np.ndarray) -> np.ndarr
     """
     features = np.asarray(features)
     contributions = np.zeros((len(features), N_LABELS, features.shape[1]))
-    standardised = ((log_features(features) - model.center) / model.scale
-                    if model.learner == "logistic" else None)
+    inputs = model_inputs(model, features)
     for j, entry in enumerate(model.per_label):
         if "coef" in entry:
-            contributions[:, j] = standardised * np.asarray(entry["coef"])[None, :]
+            contributions[:, j] = inputs * np.asarray(entry["coef"])[None, :]
         elif "lightgbm" in entry:
             booster = lightgbm.Booster(model_str=entry["lightgbm"])
-            contributions[:, j] = booster.predict(features.astype(np.float32),
-                                                  pred_contrib=True)[:, :-1]
+            contributions[:, j] = booster.predict(inputs, pred_contrib=True)[:, :-1]
     return contributions
 
 

@@ -136,13 +136,18 @@ def fit_feature_model(features: np.ndarray, labels: np.ndarray, settings: Featur
     return FeatureModel(settings.learner, dict(config or {}), per_label, center, scale)
 
 
+def model_inputs(model: FeatureModel, features: np.ndarray) -> np.ndarray:
+    """(n, F) features as ``model``'s learner sees them: the logistic regression's
+    standardised log10(features + 1e-4) (float64), LightGBM's raw features (float32)."""
+    if model.learner == "logistic":
+        return (log_features(features) - model.center) / model.scale
+    return np.asarray(features, dtype=np.float32)
+
+
 def predict_feature_logits(model: FeatureModel, features: np.ndarray) -> np.ndarray:
     """(n, F) features -> (n, 9) float32 logits of ``model``."""
     features = np.asarray(features)
-    if model.learner == "logistic":
-        inputs = (log_features(features) - model.center) / model.scale
-    else:
-        inputs = features.astype(np.float32)
+    inputs = model_inputs(model, features)
     logits = np.zeros((len(features), N_LABELS))
     for j, entry in enumerate(model.per_label):
         if "constant" in entry:
