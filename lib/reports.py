@@ -17,9 +17,9 @@ import pandas as pd
 
 from lib.files import atomic_write_text
 from lib.paths import project_path
+from lib.plans import expand_plan, load_plan
 from lib.plots import SHORT
-from lib.runs import is_done, read_metrics
-from lib.sweep import FAILED, expand_plan, load_plan
+from lib.runs import FAILED, is_done, read_metrics
 
 
 def render_html(notebook: Path, html_path: Path) -> Path:

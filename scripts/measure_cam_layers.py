@@ -25,7 +25,7 @@ from lib.folds import load_or_make_folds
 from lib.images import cache_path, load_image_cache
 from lib.inference import load_run_model
 from lib.paths import dataset_work_dir, project_path
-from lib.sweep import expand_plan, load_plan
+from lib.plans import expand_plan, load_plan
 from lib.synthetic import read_truth
 
 STAGE = re.compile(r"backbone\.(blocks\.\d+|layer\d|stages\.\d+)")

@@ -27,8 +27,8 @@ from lib.dataset import load_competition  # noqa: E402
 from lib.folds import load_or_make_folds  # noqa: E402
 from lib.metrics import aggregated_log_loss  # noqa: E402
 from lib.paths import dataset_work_dir, project_path  # noqa: E402
-from lib.runs import collect_models, is_done, read_metrics  # noqa: E402
-from lib.sweep import expand_plan, load_plan  # noqa: E402
+from lib.plans import expand_plan, load_plan  # noqa: E402
+from lib.runs import is_done, read_metrics  # noqa: E402
 
 FAMILIES = "params/plans/measure_families.yaml"
 TIME_WARP = "params/plans/measure_timewarp.yaml"
@@ -46,7 +46,7 @@ def sweep(plan: str, runs_dir: Path, args, *overrides: str) -> None:
 def collect(plan: str, runs_dir: Path, folds, test_ids):
     """Finished models of the plan and the mean fit seconds of each model's folds."""
     specs = expand_plan(load_plan(plan), runs_dir=runs_dir)
-    collected = collect_models([s.run_dir for s in specs], folds, test_ids)
+    collected = ensemble.collect_models([s.run_dir for s in specs], folds, test_ids)
     seconds = {}
     for spec in specs:
         key = f"{spec.name}/{spec.run_dir.parent.name}/seed{spec.seed}"

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from lib.paths import REPO_ROOT
-from lib.runs import is_done
-from lib.sweep import FAILED, expand_plan, load_plan, read_attempts
+from lib.plans import expand_plan, load_plan
+from lib.runs import FAILED, is_done
+from lib.sweep import read_attempts
 from lib.synthetic import generate
 
 pytestmark = pytest.mark.slow  # every test starts a Dask cluster and trains

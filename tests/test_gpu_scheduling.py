@@ -17,13 +17,12 @@ import pytest
 
 from lib import cluster
 from lib.paths import REPO_ROOT
+from lib.plans import expand_plan, load_plan
 from lib.precision import precision_label
 from lib.runs import METRICS, is_done
 from lib.sweep import (
     _finished_status,
     data_fingerprints,
-    expand_plan,
-    load_plan,
     read_attempts,
     resolve_devices,
     run_sweep,

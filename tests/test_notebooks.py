@@ -15,8 +15,8 @@ import pytest
 
 from lib.dataset import load_competition
 from lib.paths import REPO_ROOT
+from lib.plans import notebook_parameters
 from lib.runs import data_fingerprint, is_done, read_logits, read_metrics
-from lib.sweep import notebook_parameters
 from lib.synthetic import generate
 
 NOTEBOOKS = REPO_ROOT / "notebooks"

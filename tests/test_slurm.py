@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from lib.paths import REPO_ROOT
+from lib.plans import expand_plan, load_plan
 from lib.runs import is_done
-from lib.sweep import expand_plan, load_plan, read_attempts
+from lib.sweep import read_attempts
 from lib.synthetic import generate
 
 TINY = ["-p", "m_bins", "64", "-p", "t_bins", "96", "-p", "tta_offsets", "[-32, 0, 32]",

@@ -16,18 +16,13 @@ import yaml
 
 from lib.cluster import cpu_environments
 from lib.paths import REPO_ROOT
-from lib.runs import is_done
+from lib.plans import PlanError, check_parameters, expand_plan, load_plan, run_parameters
+from lib.runs import FAILED, is_done
 from lib.sweep import (
-    FAILED,
     STARTED,
     Attempt,
-    PlanError,
-    check_parameters,
-    expand_plan,
-    load_plan,
     main,
     read_attempts,
-    run_parameters,
 )
 from lib.synthetic import generate
 
