@@ -111,6 +111,68 @@ def remove_by_one(oof_probs: np.ndarray, labels: np.ndarray,
     return best_set
 
 
+@dataclass
+class Selection:
+    """The outcome of select: ``chosen`` (indices of the candidate axis, the better of the two
+    procedures), ``method`` ("grow-by-one" or "remove-by-one"), ``score`` (its selection
+    score), both procedures' sets (``grown``, ``kept``) and scores (``scores``), and their
+    (number of runs, score) traces."""
+
+    chosen: list[int]
+    method: str
+    score: float
+    grown: list[int]
+    kept: list[int]
+    scores: dict[str, float]
+    grow_trace: list
+    remove_trace: list
+
+
+def select(oof_probs: np.ndarray, labels: np.ndarray, candidates: list[int] | None = None
+           ) -> Selection:
+    """Grow-by-one and remove-by-one over ``candidates`` (default: every run of oof_probs,
+    (runs, n, 9)); the set with the lower selection score wins (grow-by-one on ties). Indices in
+    the result are those of oof_probs."""
+    pool = list(range(len(oof_probs))) if candidates is None else list(candidates)
+    if not pool:
+        raise ValueError("no candidate to select from")
+    grow_trace, remove_trace = [], []
+    grown = [pool[i] for i in grow_by_one(oof_probs[pool], labels, trace=grow_trace)]
+    kept = [pool[i] for i in remove_by_one(oof_probs[pool], labels, trace=remove_trace)]
+    scores = {name: selection_score(mean_logits(oof_probs[chosen]), labels)[0]
+              for name, chosen in (("grow-by-one", grown), ("remove-by-one", kept))}
+    method = min(scores, key=scores.get)
+    chosen = grown if method == "grow-by-one" else kept
+    return Selection(chosen, method, scores[method], grown, kept, scores, grow_trace,
+                     remove_trace)
+
+
+def model_family(key: str) -> str:
+    """The family of a model key <name>/<backbone>/seed<s>, from its backbone: "features:
+    <learner>" for a feature learner (lib.feature_models.LEARNERS), "1D sequence" for a
+    lib.models.SEQ_BACKBONES name, else "2D CNN" (a timm backbone)."""
+    from lib.feature_models import LEARNERS  # imports lib.ensemble: only at call time
+    from lib.models import SEQ_BACKBONES
+
+    backbone = key.rsplit("/", 2)[-2]
+    if backbone in LEARNERS:
+        return f"features: {backbone}"
+    return "1D sequence" if backbone in SEQ_BACKBONES else "2D CNN"
+
+
+def without_each_family(names: list[str], oof_probs: np.ndarray, labels: np.ndarray
+                        ) -> dict[str, Selection | None]:
+    """{family: the selection over every model but that family's} for each family among
+    ``names`` (model_family; oof_probs (runs, n, 9) in names' order). None where no other
+    family is left to select from."""
+    family_of = [model_family(name) for name in names]
+    result = {}
+    for family in dict.fromkeys(family_of):
+        others = [i for i, f in enumerate(family_of) if f != family]
+        result[family] = select(oof_probs, labels, others) if others else None
+    return result
+
+
 def validate_submission(submission: pd.DataFrame, submission_format: pd.DataFrame,
                         source: str = "submission") -> None:
     """ValueError unless ``submission`` has submission_format's ids in its order, its columns,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import lightgbm
@@ -60,6 +60,22 @@ class FeatureSettings:
             raise ValueError("feature_fraction and bagging_fraction must be in (0, 1]")
         if self.C <= 0:
             raise ValueError(f"C must be positive, got {self.C}")
+
+
+def check_run_parameters(values: dict) -> None:
+    """ValueError naming the parameter when 03b_train_features' parameters ``values`` (its
+    defaults overlaid with a params file, plan entry and overrides) cannot fit: the learner
+    (``backbone``) and FeatureSettings' checks, and n_bands against t_bins. What the sweep
+    checks before any run starts."""
+    known = {f.name for f in fields(FeatureSettings)} - {"learner"}
+    if values["backbone"] not in LEARNERS:
+        raise ValueError(f"backbone {values['backbone']!r} is not a feature learner: one of "
+                         f"{LEARNERS}")
+    FeatureSettings(learner=values["backbone"],
+                    **{key: value for key, value in values.items() if key in known})
+    if not 1 <= values["n_bands"] <= values["t_bins"]:
+        raise ValueError(f"n_bands must be in 1..t_bins ({values['t_bins']}), got "
+                         f"{values['n_bands']}")
 
 
 @dataclass

@@ -159,6 +159,36 @@ class SeqBackbone(nn.Module):
         return torch.cat([sequence.mean(dim=1), sequence.amax(dim=1)], dim=1)
 
 
+def check_architecture(backbone: str, head: str, *, pretrained: bool = False, m_bins: int = 256,
+                       t_bins: int | None = None, tta_offsets=(0,)) -> None:
+    """ValueError naming the parameter when a model of these parameters cannot be built or
+    cannot take the cached images (m_bins x t_bins, time widths t_bins + each of
+    tta_offsets): an unknown ``backbone`` (a timm name, with or without its pin tag, or a
+    SEQ_BACKBONES name) or ``head``; a 1D sequence backbone with head other than cls3 or
+    pretrained; sizes below 1, or a time width shorter than a sequence stem's stride."""
+    if not (backbone in SEQ_BACKBONES or timm.is_model(backbone)):
+        raise ValueError(f"backbone {backbone!r} is neither a timm model nor one of "
+                         f"{sorted(SEQ_BACKBONES)}")
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    if m_bins < 1 or (t_bins is not None and t_bins < 1):
+        raise ValueError(f"m_bins and t_bins must be at least 1, got {m_bins} and {t_bins}")
+    shortest = None if t_bins is None else t_bins + min(tta_offsets)
+    if shortest is not None and shortest < 1:
+        raise ValueError(f"tta_offsets {list(tta_offsets)}: the shortest time width t_bins + "
+                         f"{min(tta_offsets)} = {shortest} must be at least 1")
+    if backbone in SEQ_BACKBONES:
+        if head != "cls3" or pretrained:
+            raise ValueError(f"backbone {backbone!r} (a 1D sequence model) takes head cls3 "
+                             f"(a Linear on its time-pooled features) and pretrained false; "
+                             f"got head {head!r}, pretrained {pretrained}")
+        stride = SEQ_BACKBONES[backbone].stride
+        if shortest is not None and shortest < stride:
+            raise ValueError(f"t_bins {t_bins} with tta_offsets {list(tta_offsets)}: backbone "
+                             f"{backbone!r} needs time widths of at least {stride} (its stem's "
+                             f"stride), the shortest is {shortest}")
+
+
 def build_model(backbone: str, head: str, *, pretrained: bool = False, m_bins: int = 256,
                 n_classes: int = N_LABELS, weights: str | Path | None = None) -> GcmsNet:
     """A GcmsNet on the timm model ``backbone`` (pin tags, e.g. "hrnet_w64.ms_in1k").
@@ -175,13 +205,8 @@ def build_model(backbone: str, head: str, *, pretrained: bool = False, m_bins: i
     A name of SEQ_BACKBONES ("seq1d", "seq1d_tiny") builds a SeqBackbone instead (random init
     only; its head is a Linear on the pooled features, asked for as "cls3").
     """
-    if head not in HEADS:
-        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    check_architecture(backbone, head, pretrained=pretrained, m_bins=m_bins)
     if backbone in SEQ_BACKBONES:
-        if head != "cls3" or pretrained:
-            raise ValueError(f"backbone {backbone!r} (a 1D sequence model) takes head cls3 "
-                             f"(a Linear on its time-pooled features) and pretrained false; "
-                             f"got head {head!r}, pretrained {pretrained}")
         net = SeqBackbone(SEQ_BACKBONES[backbone], m_bins)
         return GcmsNet(net, nn.Linear(net.num_features, n_classes), features_only=False)
     kwargs = dict(in_chans=3, features_only=head == "flatM")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import importlib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,6 +25,10 @@ from lib.runs import default_run_dir
 NOTEBOOKS = REPO_ROOT / "notebooks"
 DEFAULT_NOTEBOOK = "03_train.ipynb"
 PLAN_KEYS = {"params", "backbone", "seed"}  # and optionally "notebook" (default 03_train.ipynb)
+# what checks a training notebook's parameters before it runs: "module:function", called with
+# every parameter's value (ValueError naming the parameter)
+RUN_CHECKS = {"03_train.ipynb": "lib.training:check_run_parameters",
+              "03b_train_features.ipynb": "lib.feature_models:check_run_parameters"}
 
 
 class PlanError(ValueError):
@@ -154,6 +159,31 @@ def check_folds(specs: list[RunSpec], overrides: dict) -> None:
         if isinstance(n_folds, int) and not 0 <= spec.fold < n_folds:
             raise PlanError(f"fold {spec.fold} ({spec.label}): the runs have n_folds="
                             f"{n_folds}, so folds are 0..{n_folds - 1}")
+
+
+def check_runs(specs: list[RunSpec], overrides: dict) -> None:
+    """PlanError naming the params file and the run when a run's parameters (its notebook's
+    defaults, the params file, the plan entry, the overrides) fail its notebook's check
+    (RUN_CHECKS: an unknown backbone or learner, a hidden size of 0, a head a 1D model cannot
+    take, ...), so nothing starts training with them. Each distinct configuration is checked
+    once (folds do not matter)."""
+    checked = set()
+    for spec in specs:
+        if spec.notebook not in RUN_CHECKS:
+            continue
+        values = {**parameter_defaults(spec.notebook), **run_parameters(spec, overrides)}
+        key = json.dumps({k: v for k, v in values.items() if k not in ("fold", "run_dir")},
+                         sort_keys=True, default=str) + spec.notebook
+        if key in checked:
+            continue
+        checked.add(key)
+        module, function = RUN_CHECKS[spec.notebook].split(":")
+        try:
+            getattr(importlib.import_module(module), function)(values)
+        except (ValueError, TypeError) as error:
+            named = sorted(set(overrides) - {"data_dir", "cache_dir"})
+            where = f" (with {named} from the command line)" if named else ""
+            raise PlanError(f"{spec.params_file}{where}, run {spec.label}: {error}") from None
 
 
 def _check_type(key: str, value, notebook: str, source: str) -> None:

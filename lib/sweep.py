@@ -49,6 +49,7 @@ from lib.plans import (
     RunSpec,
     check_folds,
     check_parameters,
+    check_runs,
     expand_plan,
     load_plan,
     notebook_parameters,
@@ -499,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         specs = expand_plan(load_plan(args.plan), folds, args.runs_dir)
         skipped = check_parameters(specs, overrides)
         check_folds(specs, overrides)
+        check_runs(specs, overrides)
         resolve_devices(specs, overrides, gpu_workers=False)  # refuses cuda:N before starting
         fingerprints = data_fingerprints(specs, overrides)
     except (PlanError, cluster.ClusterConfigError) as error:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.images import LOG1P_SCALE, MIN_CLIP, NORMS, TRANSFORMS
+from lib.models import check_architecture
 from lib.precision import precision_label
 from lib.schema import N_LABELS
 
@@ -63,6 +64,18 @@ class TrainSettings:
         if not 0 <= self.time_warp <= 1:
             raise ValueError(f"time_warp must be in [0, 1] (the largest |log a|), got "
                              f"{self.time_warp}")
+
+
+def check_run_parameters(values: dict) -> None:
+    """ValueError naming the parameter when 03_train's parameters ``values`` (its defaults
+    overlaid with a params file, plan entry and overrides) cannot train: TrainSettings' checks
+    and the model's (lib.models.check_architecture: backbone, head, sizes, TTA widths). What
+    the sweep checks before any run starts."""
+    known = {f.name for f in fields(TrainSettings)}
+    TrainSettings(**{key: value for key, value in values.items() if key in known})
+    check_architecture(values["backbone"], values["head"], pretrained=values["pretrained"],
+                       m_bins=values["m_bins"], t_bins=values["t_bins"],
+                       tta_offsets=values["tta_offsets"])
 
 
 class NonFiniteLossError(RuntimeError):

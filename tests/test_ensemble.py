@@ -246,3 +246,37 @@ def test_collect_models_leaves_out_models_whose_model_file_does_not_load(tmp_pat
             f"(checkpoint.pt or feature_model.json)") in problems
     assert (f"feature/net/seed0: left out: fold 1: {fold['feature'] / 'feature_model.json'}: "
             f"not readable as JSON") in problems
+
+
+def test_select_keeps_the_better_procedure_and_indexes_the_full_axis():
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 2, size=(60, 9))
+    truth_like = np.clip(labels * 0.7 + 0.15 + rng.normal(0, 0.1, labels.shape), 0.01, 0.99)
+    noise = rng.uniform(0.05, 0.95, size=(3, 60, 9))
+    oof = np.concatenate([noise, truth_like[None]])  # run 3 is the informative one
+    picked = ensemble.select(oof, labels)
+    assert 3 in picked.chosen and picked.method in picked.scores
+    assert picked.score == min(picked.scores.values())
+    only_noise = ensemble.select(oof, labels, candidates=[0, 2])
+    assert set(only_noise.chosen) <= {0, 2} and only_noise.score > picked.score
+    with pytest.raises(ValueError, match="no candidate"):
+        ensemble.select(oof, labels, candidates=[])
+
+
+def test_model_family_from_the_backbone():
+    assert ensemble.model_family("features_lr/logistic/seed0") == "features: logistic"
+    assert ensemble.model_family("features_gbm/lightgbm/seed1") == "features: lightgbm"
+    assert ensemble.model_family("demo_seq1d/seq1d_tiny/seed0") == "1D sequence"
+    assert ensemble.model_family("demo/mobilenetv3_small_100/seed0") == "2D CNN"
+
+
+def test_without_each_family_selects_from_the_other_families_only():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, size=(40, 9))
+    oof = rng.uniform(0.05, 0.95, size=(4, 40, 9))
+    names = ["a/resnet18/seed0", "b/logistic/seed0", "c/seq1d/seed0", "d/resnet18/seed1"]
+    result = ensemble.without_each_family(names, oof, labels)
+    assert list(result) == ["2D CNN", "features: logistic", "1D sequence"]
+    assert set(result["2D CNN"].chosen) <= {1, 2}
+    assert set(result["1D sequence"].chosen) <= {0, 1, 3}
+    assert ensemble.without_each_family(names[:1], oof[:1], labels) == {"2D CNN": None}

@@ -313,6 +313,19 @@ def test_ensemble_takes_feature_and_cnn_runs(workspace):
     assert set(selection["test"]) == set(selection["comparison"])
     assert all(0 < loss < 5 for loss in selection["test"].values())
     assert "test_labels_problem" not in selection
+    # which family each member is from, and the ensemble without each family
+    assert set(selection["families"]) == set(selection["models"])
+    assert set(selection["families"].values()) <= {"2D CNN", "features: lightgbm"}
+    rows = selection["with_and_without_families"]
+    assert set(rows) == {"chosen ensemble (every family)", "without 2D CNN",
+                         "without features: lightgbm"}
+    assert rows["without 2D CNN"]["families"] == "features: lightgbm"
+    assert rows["without features: lightgbm"]["families"] == "2D CNN"
+    chosen_row = rows["chosen ensemble (every family)"]
+    assert chosen_row["OOF loss"] == pytest.approx(selection["oof_loss"])
+    assert chosen_row["test loss"] == pytest.approx(selection["test"]["ensemble (chosen)"])
+    for row in rows.values():  # selection minimises OOF: no ensemble without a family beats it
+        assert row["Δ OOF loss"] >= -0.02
 
 
 @pytest.mark.slow

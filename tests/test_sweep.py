@@ -4,6 +4,7 @@ kill-and-resume, two sweeps at once, Ctrl-C."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,14 @@ import yaml
 
 from lib.cluster import cpu_environments
 from lib.paths import REPO_ROOT
-from lib.plans import PlanError, check_parameters, expand_plan, load_plan, run_parameters
+from lib.plans import (
+    PlanError,
+    check_parameters,
+    check_runs,
+    expand_plan,
+    load_plan,
+    run_parameters,
+)
 from lib.runs import FAILED, is_done
 from lib.sweep import (
     STARTED,
@@ -108,6 +116,34 @@ def test_misspelled_parameters_are_refused_before_anything_runs(tmp_path, capsys
     # the command line stops before it starts a cluster or touches a run folder
     assert main([str(plan), "--runs-dir", str(tmp_path / "runs"), "-p", "epoch", "1"]) == 2
     assert "did you mean 'mixup_prob'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("params, backbone, notebook, message", [
+    (dict(head="flatM"), "seq1d_tiny", None,
+     r"backbone 'seq1d_tiny' \(a 1D sequence model\) takes head cls3"),
+    (dict(head="cls3"), "resnet_nope", None, r"backbone 'resnet_nope' is neither a timm model"),
+    (dict(head="cls3", t_bins=40), "test_efficientnet", None,
+     r"tta_offsets \[-64, -32, 0, 32, 64\]: the shortest time width t_bins \+ -64 = -24"),
+    (dict(epochs=0), "test_efficientnet", None, r"epochs must be at least 1, got 0"),
+    (dict(C=0.2), "forest", "03b_train_features.ipynb",
+     r"backbone 'forest' is not a feature learner"),
+    (dict(n_bands=0), "logistic", "03b_train_features.ipynb", r"n_bands must be in 1\.\.t_bins"),
+])
+def test_parameters_a_run_cannot_train_with_are_refused_naming_the_params_file(
+        tmp_path, capsys, params, backbone, notebook, message):
+    params_file = tmp_path / "bad_run.yaml"
+    params_file.write_text(yaml.safe_dump(dict(name="bad_run", **params)))
+    entry = dict(params=str(params_file), backbone=backbone, seed=0)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(dict(name="plan", folds=[0], runs=[
+        {**entry, **({"notebook": notebook} if notebook else {})}])))
+    specs = expand_plan(load_plan(plan), runs_dir=tmp_path / "runs")
+    with pytest.raises(PlanError, match=rf"{params_file}, run bad_run/{backbone}/fold0_seed0: "
+                       rf"{message}"):
+        check_runs(specs, {})
+    assert main([str(plan), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "runs").exists()
 
 
