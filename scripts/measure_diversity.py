@@ -61,14 +61,6 @@ def fold_losses(plan: str, runs_dir: Path) -> dict[tuple, float]:
             for spec in expand_plan(load_plan(plan), runs_dir=runs_dir) if is_done(spec.run_dir)}
 
 
-def chosen_ensemble(oof_probs: np.ndarray, labels: np.ndarray) -> list[int]:
-    """05_ensemble's choice: the better-scoring of grow-by-one and remove-by-one."""
-    picks = [ensemble.grow_by_one(oof_probs, labels), ensemble.remove_by_one(oof_probs, labels)]
-    scores = [ensemble.selection_score(ensemble.mean_logits(oof_probs[p]), labels)[0]
-              for p in picks]
-    return picks[int(np.argmin(scores))]
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="data/synthetic_small")
@@ -104,7 +96,7 @@ def main(argv=None) -> None:
     for what, members in groups.items():
         if not members:
             continue
-        picked = [members[i] for i in chosen_ensemble(models.oof_probs[members], labels)]
+        picked = ensemble.select(models.oof_probs, labels, members).chosen
         loss = aggregated_log_loss(labels, ensemble.mean_logits(models.oof_probs[picked]))
         rows.append((what, loss, sum(seconds[models.names[i]] for i in picked),
                      "fit s: sum over the chosen: " + ", ".join(models.names[i] for i in picked)))
