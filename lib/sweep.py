@@ -45,6 +45,7 @@ from pathlib import Path
 
 import yaml
 
+from lib.feature_settings import feature_settings
 from lib.files import atomic_write_text
 from lib.paths import REPO_ROOT, project_path
 from lib.runs import DONE, default_run_dir, is_done, notebook_finished, read_metrics
@@ -53,6 +54,7 @@ FAILED = "FAILED"
 STARTED = "attempts.txt"  # "start <time> worker <name>" and "end <time>" of every attempt
 NOTEBOOKS = REPO_ROOT / "notebooks"
 DEFAULT_NOTEBOOK = "03_train.ipynb"
+FEATURE_NOTEBOOK = "03b_train_features.ipynb"  # its runs' settings: lib.feature_settings
 PLAN_KEYS = {"params", "backbone", "seed"}  # and optionally "notebook" (default 03_train.ipynb)
 STOP_POLL_SECONDS = 1.0
 
@@ -199,7 +201,24 @@ def check_parameters(specs: list[RunSpec], overrides: dict) -> dict[str, list[st
         missed = [s.label for s in specs if key not in notebook_parameters(s.notebook)]
         if missed:
             skipped[key] = missed
+    check_settings(specs, overrides)
     return skipped
+
+
+def check_settings(specs: list[RunSpec], overrides: dict) -> None:
+    """PlanError naming the params file (and the run) when a run's values cannot work
+    together, as its notebook would find before training: the feature runs' FeatureSettings
+    (an unknown learner in ``backbone``, a hidden width below 1, ...). Each run's values are
+    its notebook's defaults, then run_parameters."""
+    for spec in specs:
+        if spec.notebook != FEATURE_NOTEBOOK:
+            continue
+        values = {**_parameter_defaults(spec.notebook), **run_parameters(spec, overrides)}
+        try:
+            feature_settings(values)
+        except (TypeError, ValueError) as error:
+            extra = " with the -p overrides" if overrides else ""
+            raise PlanError(f"{spec.params_file} ({spec.label}{extra}): {error}") from None
 
 
 def check_folds(specs: list[RunSpec], overrides: dict) -> None:
