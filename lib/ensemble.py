@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lib.feature_settings import LEARNERS
 from lib.metrics import aggregated_log_loss
 from lib.runs import (
     DONE,
@@ -149,10 +150,9 @@ def select(oof_probs: np.ndarray, labels: np.ndarray, candidates: list[int] | No
 
 def model_family(key: str) -> str:
     """The family of a model key <name>/<backbone>/seed<s>, from its backbone: "features:
-    <learner>" for a feature learner (lib.feature_models.LEARNERS), "1D sequence" for a
+    <learner>" for a feature learner (lib.feature_settings.LEARNERS), "1D sequence" for a
     lib.models.SEQ_BACKBONES name, else "2D CNN" (a timm backbone)."""
-    from lib.feature_models import LEARNERS  # imports lib.ensemble: only at call time
-    from lib.models import SEQ_BACKBONES
+    from lib.models import SEQ_BACKBONES  # torch, only when asked
 
     backbone = key.rsplit("/", 2)[-2]
     if backbone in LEARNERS:

@@ -1,96 +1,63 @@
 """The feature-based family: per label, a gradient-boosting model (LightGBM) or a regularised
-logistic regression on lib.features statistics, fitted on one fold (03b_train_features).
+logistic regression on lib.features statistics, or one small neural network (MLP) for all nine
+labels, fitted on one fold (03b_train_features).
 
 Shapes: features (n, F) float32; labels (n, 9) 0/1; logits (n, 9) float32. The logits go
 into the ensemble like a CNN run's. There is no early stopping: the number of boosting rounds
-is a setting, so nothing looks at the OOF fold while fitting. A fitted model is plain data
-(LightGBM's own text format per label, or the logistic regression's standardisation and
-coefficients) saved as JSON, so loading it never unpickles anything.
+and of MLP epochs are settings, so nothing looks at the OOF fold while fitting. A fitted model
+is plain data (LightGBM's own text format per label, the logistic regression's standardisation
+and coefficients, or the MLP's standardisation, architecture and float32 weights as base64
+text) saved as one JSON file, so loading it never unpickles anything.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import math
 import re
-from dataclasses import dataclass, fields
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightgbm
 import numpy as np
+import torch
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from lib.ensemble import to_logits
-from lib.features import FEATURE_KINDS, n_features
+from lib.feature_settings import ACTIVATIONS, LEARNERS, NON_NEGATIVE_KINDS, FeatureSettings
+from lib.features import n_features
 from lib.files import atomic_write_text
 from lib.schema import LABELS, N_LABELS
 
-LEARNERS = ("lightgbm", "logistic")
 FEATURE_MODEL = "feature_model.json"  # the model file of a feature run's folder
 FORMAT = "mars-gcms feature model v1"
 LOG_FLOOR = 1e-4  # the logistic regression sees log10(feature + LOG_FLOOR), standardised
 
 
-@dataclass(frozen=True)
-class FeatureSettings:
-    """Every knob of one feature-model fit. The LightGBM ones are LightGBM's own parameter
-    names; ``C`` is the logistic regression's inverse L2 strength (on standardised features)."""
-
-    learner: str = "lightgbm"
-    features: str = "bands"  # lib.features kind
-    n_bands: int = 4
-    n_estimators: int = 300  # boosting rounds
-    learning_rate: float = 0.05
-    num_leaves: int = 15
-    min_data_in_leaf: int = 10
-    feature_fraction: float = 0.3
-    bagging_fraction: float = 0.8
-    lambda_l2: float = 1.0
-    C: float = 0.2
-    threads: int = 0  # LightGBM and BLAS threads (0: the libraries' defaults, OMP_NUM_THREADS)
-
-    def __post_init__(self):
-        if self.learner not in LEARNERS:
-            raise ValueError(f"learner must be one of {LEARNERS}, got {self.learner!r}")
-        if self.features not in FEATURE_KINDS:
-            raise ValueError(f"features must be one of {FEATURE_KINDS}, got {self.features!r}")
-        if self.n_estimators < 1:
-            raise ValueError(f"n_estimators must be at least 1, got {self.n_estimators}")
-        if not (0 < self.feature_fraction <= 1 and 0 < self.bagging_fraction <= 1):
-            raise ValueError("feature_fraction and bagging_fraction must be in (0, 1]")
-        if self.C <= 0:
-            raise ValueError(f"C must be positive, got {self.C}")
-
-
-def check_run_parameters(values: dict) -> None:
-    """ValueError naming the parameter when 03b_train_features' parameters ``values`` (its
-    defaults overlaid with a params file, plan entry and overrides) cannot fit: the learner
-    (``backbone``) and FeatureSettings' checks, and n_bands against t_bins. What the sweep
-    checks before any run starts."""
-    known = {f.name for f in fields(FeatureSettings)} - {"learner"}
-    if values["backbone"] not in LEARNERS:
-        raise ValueError(f"backbone {values['backbone']!r} is not a feature learner: one of "
-                         f"{LEARNERS}")
-    FeatureSettings(learner=values["backbone"],
-                    **{key: value for key, value in values.items() if key in known})
-    if not 1 <= values["n_bands"] <= values["t_bins"]:
-        raise ValueError(f"n_bands must be in 1..t_bins ({values['t_bins']}), got "
-                         f"{values['n_bands']}")
-
-
 @dataclass
 class FeatureModel:
-    """A fitted model: one entry per label in ``per_label`` (9), each {"constant": logit} (the
-    label had one class in training), {"lightgbm": model text} or {"coef": (F,) list,
-    "intercept": float}. ``center``/``scale`` (F,): the logistic regression's standardisation
-    of log10(features + 1e-4). ``config``: what the features were (kind, n_bands, m_bins,
-    t_bins, ...), for predicting new images the same way."""
+    """A fitted model. LightGBM and logistic: one entry per label in ``per_label`` (9), each
+    {"constant": logit} (the label had one class in training), {"lightgbm": model text} or
+    {"coef": (F,) list, "intercept": float}. MLP: ``per_label`` is empty, ``architecture`` is
+    {"hidden": [widths], "activation": name, "log_inputs": bool} and ``networks`` holds one
+    state dict per seed ({parameter name: float32 array}, see mlp_shapes); its logit is their
+    mean. ``center``/``scale`` (F,): the standardisation of the learner's inputs (logistic:
+    log10(features + 1e-4); MLP: the same when log_inputs, which it is for the non-negative
+    kinds bands and benchmark, else the features themselves: mass_stats are log-scaled
+    already). ``config``: what the features were
+    (kind, n_bands, m_bins, t_bins, ...), for predicting new images the same way."""
 
     learner: str
     config: dict
     per_label: list[dict]
     center: np.ndarray | None = None
     scale: np.ndarray | None = None
+    architecture: dict | None = None
+    networks: list[dict[str, np.ndarray]] | None = None
 
 
 # ---- pure pieces ---------------------------------------------------------------------------
@@ -112,6 +79,103 @@ def log_features(features: np.ndarray) -> np.ndarray:
     return np.log10(np.asarray(features, dtype=np.float64) + LOG_FLOOR)
 
 
+def mlp_shapes(width: int, hidden: list[int]) -> dict[str, tuple[int, ...]]:
+    """{parameter name: shape} of build_mlp(width, hidden): per hidden layer k a Linear
+    (``{4k}.weight`` (h, previous), ``{4k}.bias``) and a LayerNorm (``{4k+1}.weight``,
+    ``{4k+1}.bias``, (h,)), then the output Linear ``{4K}`` to the 9 logits."""
+    shapes, previous = {}, width
+    for k, size in enumerate(hidden):
+        shapes |= {f"{4 * k}.weight": (size, previous), f"{4 * k}.bias": (size,),
+                   f"{4 * k + 1}.weight": (size,), f"{4 * k + 1}.bias": (size,)}
+        previous = size
+    return shapes | {f"{4 * len(hidden)}.weight": (N_LABELS, previous),
+                     f"{4 * len(hidden)}.bias": (N_LABELS,)}
+
+
+def build_mlp(width: int, hidden: list[int], activation: str = "gelu",
+              dropout: float = 0.0) -> torch.nn.Sequential:
+    """(n, width) standardised features -> (n, 9) logits: per hidden width h, Linear ->
+    LayerNorm -> activation (gelu or relu) -> Dropout, then a Linear to the 9 logits."""
+    layers, previous = [], width
+    for size in hidden:
+        layers += [torch.nn.Linear(previous, size), torch.nn.LayerNorm(size),
+                   torch.nn.GELU() if activation == "gelu" else torch.nn.ReLU(),
+                   torch.nn.Dropout(dropout)]
+        previous = size
+    return torch.nn.Sequential(*layers, torch.nn.Linear(previous, N_LABELS))
+
+
+def mlp_networks(model: FeatureModel) -> list[torch.nn.Sequential]:
+    """The networks of an MLP FeatureModel, in eval mode on the CPU (their mean logit is the
+    model's)."""
+    networks = []
+    for state in model.networks:
+        net = build_mlp(len(model.center), model.architecture["hidden"],
+                        model.architecture["activation"])
+        net.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32))
+                             for k, v in state.items()})
+        networks.append(net.eval())
+    return networks
+
+
+@contextmanager
+def torch_threads(threads: int):
+    """torch's intra-op threads set to ``threads`` inside the block (0: left as they are)."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def network_seed(seed: int, k: int) -> int:
+    """The seed of the k-th network of a run of ``seed``: distinct across (seed, k) pairs, so
+    runs of neighbouring seeds share no network."""
+    return int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
+
+
+def train_mlp(inputs: torch.Tensor, labels: torch.Tensor, settings: FeatureSettings, *,
+              seed: int) -> dict[str, np.ndarray]:
+    """One network fitted on standardised inputs (n, F) float32 and labels (n, 9) float32:
+    BCE on the logits, AdamW, ``mlp_epochs`` epochs of shuffled batches with the learning
+    rate decaying to 0 on a cosine. Deterministic for a seed (and a number of threads).
+    Returns its state dict as float32 arrays."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # initial weights and dropout masks
+        net = build_mlp(inputs.shape[1], settings.hidden, settings.activation, settings.dropout)
+        optimizer = torch.optim.AdamW(net.parameters(), lr=settings.mlp_lr,
+                                      weight_decay=settings.mlp_weight_decay)
+        batches = math.ceil(len(inputs) / settings.mlp_batch_size)
+        total = settings.mlp_epochs * batches
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+        order = torch.Generator().manual_seed(seed)
+        net.train()
+        for _ in range(settings.mlp_epochs):
+            for batch in torch.randperm(len(inputs), generator=order).split(
+                    settings.mlp_batch_size):
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                    net(inputs[batch]), labels[batch])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+    return {k: v.detach().numpy().astype(np.float32) for k, v in net.state_dict().items()}
+
+
+def mlp_values(features: np.ndarray, log_inputs: bool) -> np.ndarray:
+    """(n, F) features -> what the MLP standardises, float64: log_features when
+    ``log_inputs``, else the features as they are."""
+    return log_features(features) if log_inputs else np.asarray(features, dtype=np.float64)
+
+
+def standardise(values: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """(values - center) / scale in float64, as float32 (the MLP's inputs)."""
+    return ((np.asarray(values, dtype=np.float64) - center) / scale).astype(np.float32)
+
+
 # ---- fit and predict -------------------------------------------------------------------------
 
 def fit_feature_model(features: np.ndarray, labels: np.ndarray, settings: FeatureSettings, *,
@@ -119,13 +183,17 @@ def fit_feature_model(features: np.ndarray, labels: np.ndarray, settings: Featur
     """Fit one model per label on the training rows.
 
     features: (n, F) from lib.features.image_features; labels: (n, 9) 0/1. ``seed`` seeds
-    LightGBM's bagging and feature sampling (the logistic regression is deterministic).
-    ``config`` (JSON-able) is kept with the model. Returns a FeatureModel.
+    LightGBM's bagging and feature sampling, and the MLP's networks (network k of n_seeds:
+    network_seed(seed, k)); the logistic regression is deterministic. The MLP is one network
+    for the nine labels on standardised features (see train_mlp). ``config`` (JSON-able) is
+    kept with the model. Returns a FeatureModel.
     """
     labels = np.asarray(labels, dtype=np.float64)
     if len(features) != len(labels) or labels.shape[1:] != (N_LABELS,):
         raise ValueError(f"features {np.shape(features)} and labels {labels.shape} do not "
                          f"match (n, F) and (n, {N_LABELS})")
+    if settings.learner == "mlp":
+        return _fit_mlp(np.asarray(features), labels, settings, seed=seed, config=config)
     center = scale = None
     if settings.learner == "logistic":
         logged = log_features(features)
@@ -152,11 +220,32 @@ def fit_feature_model(features: np.ndarray, labels: np.ndarray, settings: Featur
     return FeatureModel(settings.learner, dict(config or {}), per_label, center, scale)
 
 
+def _fit_mlp(features: np.ndarray, labels: np.ndarray, settings: FeatureSettings, *, seed: int,
+             config: dict | None) -> FeatureModel:
+    """fit_feature_model for the MLP: standardise, then n_seeds networks (train_mlp)."""
+    log_inputs = settings.features in NON_NEGATIVE_KINDS
+    values = mlp_values(features, log_inputs)
+    center, scale = values.mean(axis=0), values.std(axis=0)
+    scale[scale == 0] = 1.0  # constant features stay 0 after centring
+    inputs = torch.from_numpy(standardise(values, center, scale))
+    targets = torch.from_numpy(labels.astype(np.float32))
+    with torch_threads(settings.threads):
+        networks = [train_mlp(inputs, targets, settings, seed=network_seed(seed, k))
+                    for k in range(settings.n_seeds)]
+    architecture = dict(hidden=list(settings.hidden), activation=settings.activation,
+                        log_inputs=log_inputs)
+    return FeatureModel("mlp", dict(config or {}), [], center, scale, architecture, networks)
+
+
 def model_inputs(model: FeatureModel, features: np.ndarray) -> np.ndarray:
     """(n, F) features as ``model``'s learner sees them: the logistic regression's
-    standardised log10(features + 1e-4) (float64), LightGBM's raw features (float32)."""
+    standardised log10(features + 1e-4) (float64), the MLP's standardised features or their
+    log10 (float32, see FeatureModel), LightGBM's raw features (float32)."""
     if model.learner == "logistic":
         return (log_features(features) - model.center) / model.scale
+    if model.learner == "mlp":
+        values = mlp_values(features, model.architecture["log_inputs"])
+        return standardise(values, model.center, model.scale)
     return np.asarray(features, dtype=np.float32)
 
 
@@ -164,6 +253,11 @@ def predict_feature_logits(model: FeatureModel, features: np.ndarray) -> np.ndar
     """(n, F) features -> (n, 9) float32 logits of ``model``."""
     features = np.asarray(features)
     inputs = model_inputs(model, features)
+    if model.learner == "mlp":
+        with torch.no_grad():
+            x = torch.from_numpy(inputs)
+            logits = torch.stack([net(x) for net in mlp_networks(model)]).mean(dim=0)
+        return logits.numpy().astype(np.float32)
     logits = np.zeros((len(features), N_LABELS))
     for j, entry in enumerate(model.per_label):
         if "constant" in entry:
@@ -184,6 +278,10 @@ def save_feature_model(path: str | Path, model: FeatureModel) -> Path:
                    center=None if model.center is None else model.center.tolist(),
                    scale=None if model.scale is None else model.scale.tolist(),
                    per_label=model.per_label)
+    if model.learner == "mlp":
+        payload |= dict(architecture=model.architecture,
+                        networks=[{k: _encode(v) for k, v in state.items()}
+                                  for state in model.networks])
     return atomic_write_text(path, json.dumps(payload))
 
 
@@ -209,18 +307,24 @@ def load_feature_model(path: str | Path) -> FeatureModel:
                              f"train the run again")
     center, scale = (None if payload[key] is None else np.asarray(payload[key], dtype=float)
                      for key in ("center", "scale"))
+    networks = None
+    if payload["learner"] == "mlp":
+        networks = [{k: _decode(v) for k, v in state.items()} for state in payload["networks"]]
     return FeatureModel(payload["learner"], payload["config"], payload["per_label"], center,
-                        scale)
+                        scale, payload.get("architecture"), networks)
 
 
 def check_model_payload(payload) -> str | None:
     """What is wrong with a decoded model file, or None. Checked: the format; the learner (one
     of LEARNERS, the config's if it names one); one entry per label (9, and the labels LABELS
     when the file lists them), each of the learner's kind ({"constant"} or {"coef",
-    "intercept"} / {"lightgbm"}) with finite numbers; F, the number of features, is the same
-    for the coefficients, the standardisation (center, scale > 0; logistic only), LightGBM's
-    max_feature_idx + 1, the config's feature_names and what its features / m_bins / n_bands
-    give (lib.features.n_features)."""
+    "intercept"} / {"lightgbm"}) with finite numbers; an MLP instead has no entries, an
+    architecture (hidden widths >= 1, an activation of ACTIVATIONS) and at least one network,
+    each with exactly the parameters of mlp_shapes, of those shapes, finite (their base64
+    text decoded); F, the number of features, is the same for the coefficients, the
+    standardisation (center, scale > 0; logistic and MLP), LightGBM's max_feature_idx + 1,
+    the config's feature_names and what its features / m_bins / n_bands give
+    (lib.features.n_features)."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         return f"not a feature model file ({FORMAT})"
     missing = [k for k in ("learner", "config", "per_label", "center", "scale")
@@ -236,7 +340,11 @@ def check_model_payload(payload) -> str | None:
         return f"learner {learner!r} differs from the config's {config['learner']!r}"
     if payload.get("labels", list(LABELS)) != list(LABELS):
         return f"labels {payload['labels']} are not {list(LABELS)}"
-    if not isinstance(per_label, list) or len(per_label) != N_LABELS:
+    if learner == "mlp":
+        problem = _mlp_problem(payload)
+        if problem:
+            return problem
+    elif not isinstance(per_label, list) or len(per_label) != N_LABELS:
         return (f"per_label has {len(per_label) if isinstance(per_label, list) else 'no'} "
                 f"entries, expected one per label ({N_LABELS})")
     widths = {}  # where a feature count comes from -> F
@@ -273,6 +381,71 @@ def check_model_payload(payload) -> str | None:
             first_of.setdefault(width, source)
         return "feature counts differ: " + ", ".join(f"{k} {v}" for v, k in first_of.items())
     return None
+
+
+def _mlp_problem(payload: dict) -> str | None:
+    """What is wrong with an MLP payload's per_label, architecture and networks, or None."""
+    if payload["per_label"] != []:
+        return "per_label must be empty for an MLP (its networks give the nine logits)"
+    architecture, networks = payload.get("architecture"), payload.get("networks")
+    if not isinstance(architecture, dict) or set(architecture) != {
+            "hidden", "activation", "log_inputs"}:
+        return "architecture must be a mapping of hidden, activation and log_inputs"
+    if not isinstance(architecture["log_inputs"], bool):
+        return "architecture's log_inputs is not true or false"
+    hidden = architecture["hidden"]
+    if not (isinstance(hidden, list) and hidden and all(
+            isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden)):
+        return f"architecture's hidden {hidden!r} is not a list of widths >= 1"
+    if architecture["activation"] not in ACTIVATIONS:
+        return f"architecture's activation {architecture['activation']!r} is not one of " \
+               f"{ACTIVATIONS}"
+    if not isinstance(networks, list) or not networks:
+        return "networks must be a non-empty list"
+    if not isinstance(payload["center"], list):
+        return "center is not a list of finite numbers"
+    expected = mlp_shapes(len(payload["center"]), hidden)
+    for k, state in enumerate(networks):
+        if not isinstance(state, dict) or set(state) != set(expected):
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            return f"network {k} has parameters {got}, expected {sorted(expected)}"
+        for name, shape in expected.items():
+            try:
+                values = _decode(state[name])
+            except ValueError as error:
+                return f"network {k}'s {name}: {error}"
+            if values.shape != shape:
+                return f"network {k}'s {name} has shape {values.shape}, expected {shape} " \
+                       f"(from {len(payload['center'])} features and hidden {hidden})"
+            if not np.isfinite(values).all():
+                return f"network {k}'s {name} is not finite"
+    return None
+
+
+def _encode(values: np.ndarray) -> dict:
+    """A float32 array as JSON: {"shape": [...], "float32_base64": little-endian bytes}."""
+    values = np.ascontiguousarray(values, dtype="<f4")
+    return {"shape": list(values.shape),
+            "float32_base64": base64.b64encode(values.tobytes()).decode("ascii")}
+
+
+def _decode(entry) -> np.ndarray:
+    """The float32 array of an _encode entry; ValueError saying what is wrong with it."""
+    if not isinstance(entry, dict) or set(entry) != {"shape", "float32_base64"}:
+        raise ValueError("not a {shape, float32_base64} mapping")
+    shape, text = entry["shape"], entry["float32_base64"]
+    if not (isinstance(shape, list) and all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+        raise ValueError(f"shape {shape!r} is not a list of sizes")
+    try:
+        raw = base64.b64decode(text, validate=True) if isinstance(text, str) else None
+    except (binascii.Error, ValueError):
+        raw = None
+    if raw is None:
+        raise ValueError("float32_base64 is not base64 text")
+    if len(raw) != 4 * math.prod(shape):
+        raise ValueError(f"{len(raw)} bytes for shape {shape} ({4 * math.prod(shape)} expected)")
+    return np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
 
 
 def _entry_problem(entry, learner: str) -> str | None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-FEATURE_KINDS = ("bands", "benchmark")
+FEATURE_KINDS = ("bands", "benchmark", "mass_stats")
+STATS_LOG_FLOOR = 1e-6  # mass_stats: intensities are log10(value + STATS_LOG_FLOOR)
+MASS_STATS = ("log_mean", "log_std", "skew", "log_max", "peak_time")  # per mass row, in order
 
 
 def n_features(kind: str, m_bins: int, n_bands: int) -> int:
@@ -17,6 +19,8 @@ def n_features(kind: str, m_bins: int, n_bands: int) -> int:
     (N, F) output, the derivatized flag included."""
     if kind not in FEATURE_KINDS:
         raise ValueError(f"kind must be one of {FEATURE_KINDS}, got {kind!r}")
+    if kind == "mass_stats":
+        return m_bins * len(MASS_STATS) + n_bands + 1
     per_mass = n_bands if kind == "benchmark" else 2 * n_bands + 1
     return m_bins * per_mass + 1
 
@@ -39,6 +43,15 @@ def image_features(images: np.ndarray, derivatized: np.ndarray, *, kind: str = "
       sample's new maximum, then the maximum of each row in ``n_bands`` equal time bands
       (the benchmark's 50 bins of 0.5 min over 0-25 min become bands of normalised time here,
       and its m/z 0-349 the cache's 0..m-1). m * n_bands features: m<mass>_max_b<k>.
+    - "mass_stats": what the winning teams fed their networks (for the MLP learner): per mass
+      row over time its mean, standard deviation, skewness, maximum and peak time, then the
+      total-ion profile (the image summed over masses) averaged in ``n_bands`` equal time bands.
+      Intensities span decades, so the mean, std, maximum and the profile are
+      log10(value + 1e-6) (an empty row: -6); the skewness is the third standardised moment
+      (0 for a constant row) and the peak time the column of the maximum / (t - 1) as for
+      "bands". m * 5 + n_bands features: m<mass>_log_mean, m<mass>_log_std, m<mass>_skew,
+      m<mass>_log_max, m<mass>_peak_time (mass-major), then tic_b<k>. Not all non-negative:
+      only for learners that take features as they are (mlp, lightgbm).
 
     The last feature is ``derivatized`` (0/1). Returns (features (N, F) float32, names (F,)).
     No NaN or inf for any finite input, all-zero rows and images included.
@@ -56,6 +69,8 @@ def image_features(images: np.ndarray, derivatized: np.ndarray, *, kind: str = "
     bands = [f"b{k}" for k in range(n_bands)]
     masses = range(m_bins)
 
+    if kind == "mass_stats":
+        return _mass_stats(images, flags, starts)
     if kind == "benchmark":
         grid = images - images.min(axis=2, keepdims=True)
         peak = grid.max(axis=(1, 2), keepdims=True)
@@ -72,3 +87,31 @@ def image_features(images: np.ndarray, derivatized: np.ndarray, *, kind: str = "
                  + ["peak_time"]]
     features = np.concatenate([stats.reshape(n, -1), flags], axis=1).astype(np.float32)
     return features, [*names, "derivatized"]
+
+
+def _mass_stats(images: np.ndarray, flags: np.ndarray, starts: np.ndarray
+                ) -> tuple[np.ndarray, list[str]]:
+    """image_features of kind "mass_stats": images (N, m, t) float32, flags (N, 1), band
+    starts (n_bands,) -> (features (N, m * 5 + n_bands + 1), names)."""
+    n, m_bins, t_bins = images.shape
+    widths = np.diff(np.append(starts, t_bins))
+    parts = []
+    for chunk in range(0, n, 64):  # float64 moments, a few samples at a time
+        values = images[chunk:chunk + 64].astype(np.float64)
+        mean = values.mean(axis=2)
+        centred = values - mean[..., None]
+        std = np.sqrt((centred ** 2).mean(axis=2))
+        peak = values.max(axis=2)
+        flat = std <= 1e-9 * peak  # constant rows (empty ones too): no skewness
+        skew = np.where(flat, 0.0, (centred ** 3).mean(axis=2) / np.where(flat, 1.0, std) ** 3)
+        peak_time = values.argmax(axis=2) / max(1, t_bins - 1)  # 0 for empty rows
+        per_mass = np.stack([np.log10(mean + STATS_LOG_FLOOR), np.log10(std + STATS_LOG_FLOOR),
+                             skew, np.log10(peak + STATS_LOG_FLOOR), peak_time], axis=2)
+        tic = np.add.reduceat(values.sum(axis=1), starts, axis=1) / widths  # (chunk, n_bands)
+        parts.append(np.concatenate([per_mass.reshape(len(values), -1),
+                                     np.log10(tic + STATS_LOG_FLOOR)], axis=1))
+    width = m_bins * len(MASS_STATS) + len(starts)
+    features = np.concatenate(parts, axis=0) if parts else np.zeros((0, width))
+    features = np.concatenate([features, flags], axis=1).astype(np.float32)
+    names = [f"m{mass}_{stat}" for mass in range(m_bins) for stat in MASS_STATS]
+    return features, [*names, *(f"tic_b{k}" for k in range(len(starts))), "derivatized"]

@@ -28,7 +28,7 @@ PLAN_KEYS = {"params", "backbone", "seed"}  # and optionally "notebook" (default
 # what checks a training notebook's parameters before it runs: "module:function", called with
 # every parameter's value (ValueError naming the parameter)
 RUN_CHECKS = {"03_train.ipynb": "lib.training:check_run_parameters",
-              "03b_train_features.ipynb": "lib.feature_models:check_run_parameters"}
+              "03b_train_features.ipynb": "lib.feature_settings:check_run_parameters"}
 
 
 class PlanError(ValueError):

@@ -152,7 +152,7 @@ def test_lightgbm_seed_is_honoured():
 
 
 def test_settings_and_inputs_are_checked(tmp_path):
-    with pytest.raises(ValueError, match="learner must be one of"):
+    with pytest.raises(ValueError, match=r"learner \(backbone\) must be one of"):
         FeatureSettings(learner="xgboost")
     with pytest.raises(ValueError, match="features must be one of"):
         FeatureSettings(features="raw")
@@ -180,7 +180,7 @@ def saved_model(tmp_path, learner: str) -> tuple[dict, np.ndarray]:
 
 def test_n_features_is_what_image_features_gives():
     images = np.zeros((2, 7, 10))
-    for kind in ("bands", "benchmark"):
+    for kind in ("bands", "benchmark", "mass_stats"):
         assert image_features(images, [0, 1], kind=kind, n_bands=3)[0].shape[1] == n_features(
             kind, 7, 3)
 

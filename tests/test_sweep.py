@@ -127,8 +127,9 @@ def test_misspelled_parameters_are_refused_before_anything_runs(tmp_path, capsys
      r"tta_offsets \[-64, -32, 0, 32, 64\]: the shortest time width t_bins \+ -64 = -24"),
     (dict(epochs=0), "test_efficientnet", None, r"epochs must be at least 1, got 0"),
     (dict(C=0.2), "forest", "03b_train_features.ipynb",
-     r"backbone 'forest' is not a feature learner"),
-    (dict(n_bands=0), "logistic", "03b_train_features.ipynb", r"n_bands must be in 1\.\.t_bins"),
+     r"learner \(backbone\) must be one of \('lightgbm', 'logistic', 'mlp'\), got 'forest'"),
+    (dict(n_bands=500), "logistic", "03b_train_features.ipynb",
+     r"n_bands must be in 1\.\.t_bins \(192\), got 500"),
 ])
 def test_parameters_a_run_cannot_train_with_are_refused_naming_the_params_file(
         tmp_path, capsys, params, backbone, notebook, message):

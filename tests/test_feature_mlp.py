@@ -1,0 +1,348 @@
+"""The feature MLP and its inputs: the mass_stats features, the MLP's fit, determinism and
+model file, its settings' checks (also in a sweep's plan), its attribution on the grid, and the
+03b notebook with backbone mlp end to end (then 04 predicts with its run)."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import papermill as pm
+import pytest
+import yaml
+
+from lib import explain_features
+from lib.feature_models import (
+    FEATURE_MODEL,
+    FeatureSettings,
+    ModelFileError,
+    build_mlp,
+    fit_feature_model,
+    load_feature_model,
+    mlp_shapes,
+    predict_feature_logits,
+    save_feature_model,
+)
+from lib.feature_settings import feature_settings
+from lib.features import image_features, n_features
+from lib.paths import REPO_ROOT
+from lib.plans import PlanError, check_parameters, check_runs, expand_plan, load_plan
+from lib.runs import is_done, read_logits, read_metrics
+from lib.schema import LABELS, N_LABELS
+from lib.synthetic import generate
+
+TINY_MLP = dict(hidden=[16], mlp_epochs=30, mlp_lr=1e-2, mlp_batch_size=8, threads=1)
+
+
+# ---- mass_stats features --------------------------------------------------------------------
+
+def test_mass_stats_of_a_hand_made_image():
+    image = np.zeros((3, 8), dtype=np.float32)
+    image[0] = [0, 0.1, 0, 0, 0.2, 1.0, 0.4, 0]
+    image[1] = 0.25  # flat: no skewness
+    features, names = image_features(image[None], np.array([1]), kind="mass_stats", n_bands=2)
+    assert features.shape == (1, 3 * 5 + 2 + 1) == (1, n_features("mass_stats", 3, 2))
+    assert features.dtype == np.float32 and np.isfinite(features).all()
+    assert names[:5] == ["m0_log_mean", "m0_log_std", "m0_skew", "m0_log_max", "m0_peak_time"]
+    assert names[-3:] == ["tic_b0", "tic_b1", "derivatized"]
+    by_name = dict(zip(names, features[0].astype(np.float64)))
+    row = image[0].astype(np.float64)
+    assert by_name["m0_log_mean"] == pytest.approx(np.log10(row.mean() + 1e-6), rel=1e-5)
+    assert by_name["m0_log_std"] == pytest.approx(np.log10(row.std() + 1e-6), rel=1e-5)
+    skew = ((row - row.mean()) ** 3).mean() / row.std() ** 3
+    assert by_name["m0_skew"] == pytest.approx(skew, rel=1e-5)
+    assert by_name["m0_log_max"] == pytest.approx(np.log10(1 + 1e-6), abs=1e-6)
+    assert by_name["m0_peak_time"] == pytest.approx(5 / 7)
+    assert by_name["m1_skew"] == 0 and by_name["m1_log_mean"] == pytest.approx(np.log10(0.25),
+                                                                                rel=1e-4)
+    # the empty row: every intensity at the floor, no skewness, peak time 0
+    assert [by_name[f"m2_{s}"] for s in ("log_mean", "log_std", "log_max")] == [-6, -6, -6]
+    assert by_name["m2_skew"] == 0 and by_name["m2_peak_time"] == 0
+    # total-ion profile: columns summed over masses, averaged in bands 0-3 and 4-7
+    profile = image.sum(axis=0)
+    assert by_name["tic_b0"] == pytest.approx(np.log10(profile[:4].mean() + 1e-6), rel=1e-5)
+    assert by_name["tic_b1"] == pytest.approx(np.log10(profile[4:].mean() + 1e-6), rel=1e-5)
+    assert by_name["derivatized"] == 1
+
+
+def test_mass_stats_of_empty_images_are_finite():
+    images = np.zeros((70, 5, 12), dtype=np.float32)  # more than one chunk of 64
+    images[0, 3, 7] = 1.0
+    features, names = image_features(images, np.zeros(70), kind="mass_stats", n_bands=3)
+    assert features.shape == (70, len(names)) == (70, 5 * 5 + 3 + 1)
+    assert np.isfinite(features).all()
+    np.testing.assert_array_equal(features[1, :-1].reshape(-1)[:25:5], -6)  # log_mean of rows
+
+
+# ---- the MLP --------------------------------------------------------------------------------
+
+def toy_data(n: int = 400, seed: int = 0):
+    """Non-negative features where label j is positive when feature j is high."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((n, N_LABELS)) < 0.4).astype(float)
+    features = rng.random((n, 20)).astype(np.float32) * 0.4
+    features[:, :N_LABELS] += labels * 0.6
+    return features, labels
+
+
+def test_mlp_learns_and_is_deterministic_for_a_seed():
+    features, labels = toy_data()
+    settings = FeatureSettings(learner="mlp", **TINY_MLP)
+    model = fit_feature_model(features[:300], labels[:300], settings, seed=3)
+    logits = predict_feature_logits(model, features[300:])
+    assert logits.shape == (100, N_LABELS) and logits.dtype == np.float32
+    assert ((logits > 0) == (labels[300:] == 1)).mean() > 0.85
+    again = predict_feature_logits(fit_feature_model(features[:300], labels[:300], settings,
+                                                     seed=3), features[300:])
+    np.testing.assert_array_equal(logits, again)
+    other = predict_feature_logits(fit_feature_model(features[:300], labels[:300], settings,
+                                                     seed=4), features[300:])
+    assert not np.array_equal(logits, other)
+
+
+def test_n_seeds_averages_the_networks_of_the_seeds():
+    features, labels = toy_data(120)
+    one = fit_feature_model(features, labels, FeatureSettings(learner="mlp", **TINY_MLP), seed=0)
+    three = fit_feature_model(features, labels, FeatureSettings(
+        learner="mlp", n_seeds=3, **TINY_MLP), seed=0)
+    assert len(three.networks) == 3
+    for name, values in one.networks[0].items():  # network 0 is the same in both runs
+        np.testing.assert_array_equal(three.networks[0][name], values)
+    singles = [predict_feature_logits(dataclasses.replace(three, networks=[state]), features)
+               for state in three.networks]
+    np.testing.assert_allclose(predict_feature_logits(three, features), np.mean(singles, axis=0),
+                               atol=1e-5)
+
+
+def test_mlp_shapes_are_the_networks():
+    net = build_mlp(7, [5, 3], "relu", 0.1)
+    assert {k: tuple(v.shape) for k, v in net.state_dict().items()} == mlp_shapes(7, [5, 3])
+
+
+def test_the_mlp_logs_non_negative_kinds_only():
+    assert fit_feature_model(*toy_data(40), FeatureSettings(learner="mlp", **TINY_MLP), seed=0
+                             ).architecture["log_inputs"] is True
+    model = fit_feature_model(*toy_data(40), FeatureSettings(
+        learner="mlp", features="mass_stats", **TINY_MLP), seed=0)
+    assert model.architecture["log_inputs"] is False
+
+
+def saved_mlp(tmp_path) -> tuple[dict, np.ndarray, np.ndarray]:
+    """An MLP on the mass_stats of random (6 masses x 10 times) images, saved: its decoded
+    file, the features and the logits."""
+    rng = np.random.default_rng(0)
+    images, flags = rng.random((30, 6, 10)).astype(np.float32), rng.integers(0, 2, 30)
+    features, names = image_features(images, flags, kind="mass_stats", n_bands=2)
+    labels = (rng.random((30, N_LABELS)) < 0.4).astype(int)
+    config = dict(learner="mlp", features="mass_stats", n_bands=2, m_bins=6, t_bins=10,
+                  feature_names=names)
+    model = fit_feature_model(features, labels, FeatureSettings(
+        learner="mlp", features="mass_stats", n_bands=2, n_seeds=2, **TINY_MLP), seed=0,
+        config=config)
+    path = save_feature_model(tmp_path / FEATURE_MODEL, model)
+    return json.loads(path.read_text()), features, predict_feature_logits(model, features)
+
+
+def test_mlp_round_trips_through_its_file(tmp_path):
+    payload, features, logits = saved_mlp(tmp_path)
+    assert payload["learner"] == "mlp" and payload["per_label"] == []
+    assert payload["architecture"] == {"hidden": [16], "activation": "gelu", "log_inputs": False}
+    loaded = load_feature_model(tmp_path / FEATURE_MODEL)
+    assert loaded.config["features"] == "mass_stats" and len(loaded.networks) == 2
+    np.testing.assert_array_equal(predict_feature_logits(loaded, features), logits)
+
+
+def _weights(payload, k=0, name="0.weight"):
+    return payload["networks"][k][name]
+
+
+def _set(payload, name, entry):
+    networks = [dict(n) for n in payload["networks"]]
+    networks[0][name] = entry
+    return {**payload, "networks": networks}
+
+
+def _nan_weights(p):
+    values = np.frombuffer(base64.b64decode(_weights(p)["float32_base64"]), "<f4").copy()
+    values[0] = np.nan
+    return _set(p, "0.weight", {**_weights(p), "float32_base64":
+                                base64.b64encode(values.tobytes()).decode()})
+
+
+MLP_DAMAGE = {
+    "hidden edited": (lambda p: {**p, "architecture": {**p["architecture"], "hidden": [8]}},
+                      r"network 0's 0.weight has shape \(16, 33\), expected \(8, 33\)"),
+    "hidden zero": (lambda p: {**p, "architecture": {**p["architecture"], "hidden": [0]}},
+                    r"architecture's hidden \[0\] is not a list of widths >= 1"),
+    "activation edited": (lambda p: {**p, "architecture": {**p["architecture"],
+                                                           "activation": "tanh"}},
+                          "architecture's activation 'tanh' is not one of"),
+    "no networks": (lambda p: {**p, "networks": []}, "networks must be a non-empty list"),
+    "a parameter missing": (lambda p: {**p, "networks": [
+        {k: v for k, v in p["networks"][0].items() if k != "4.bias"}]},
+        r"network 0 has parameters \[.*\], expected \[.*'4.bias'"),
+    "weights cut short": (lambda p: _set(p, "0.weight", {
+        **_weights(p), "float32_base64": _weights(p)["float32_base64"][:-8]}),
+        r"network 0's 0.weight: \d+ bytes for shape \[16, 33\] \(2112 expected\)"),
+    "not base64": (lambda p: _set(p, "0.weight", {**_weights(p), "float32_base64": "?!"}),
+                   "network 0's 0.weight: float32_base64 is not base64 text"),
+    "a NaN weight": (_nan_weights, "network 0's 0.weight is not finite"),
+    "center shortened": (lambda p: {**p, "center": p["center"][:-1]},
+                         r"network 0's 0.weight has shape \(16, 33\), expected \(16, 32\)"),
+    "n_bands edited": (lambda p: {**p, "config": {**p["config"], "n_bands": 3}},
+                       "feature counts differ"),
+    "per_label given": (lambda p: {**p, "per_label": [{"constant": 0.0}] * 9},
+                        "per_label must be empty for an MLP"),
+}
+
+
+@pytest.mark.parametrize("damage", MLP_DAMAGE)
+def test_a_damaged_mlp_file_is_refused_naming_the_file(tmp_path, damage):
+    payload, _, _ = saved_mlp(tmp_path)
+    edit, message = MLP_DAMAGE[damage]
+    path = tmp_path / FEATURE_MODEL
+    path.write_text(json.dumps(edit(payload)))
+    with pytest.raises(ModelFileError, match=f"{path}: {message}"):
+        load_feature_model(path)
+
+
+def test_a_truncated_mlp_file_is_refused(tmp_path):
+    saved_mlp(tmp_path)
+    path = tmp_path / FEATURE_MODEL
+    path.write_text(path.read_text()[:5000])
+    with pytest.raises(ModelFileError, match=f"{path}: not readable as JSON .* truncated"):
+        load_feature_model(path)
+
+
+# ---- bad settings, in the notebook's terms and in a plan -------------------------------------
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(hidden=[0]), r"hidden must be a non-empty list of layer widths, each at least 1, "
+                       r"got \[0\]"),
+    (dict(hidden=[64, -3]), r"hidden must be .* got \[64, -3\]"),
+    (dict(hidden=[]), r"hidden must be a non-empty list"),
+    (dict(hidden=[1.5]), r"hidden must be"),
+    (dict(backbone="xgboost"), r"learner \(backbone\) must be one of \('lightgbm', "
+                               r"'logistic', 'mlp'\), got 'xgboost'"),
+    (dict(mlp_epochs=0), "mlp_epochs must be a whole number of at least 1"),
+    (dict(n_seeds=0), "n_seeds must be a whole number of at least 1"),
+    (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
+    (dict(activation="tanh"), "activation must be one of"),
+    (dict(backbone="logistic", features="mass_stats"), "the logistic regression takes log10"),
+])
+def test_bad_mlp_settings_are_refused_naming_the_parameter(changes, message):
+    with pytest.raises(ValueError, match=message):
+        feature_settings({"backbone": "mlp", **changes})
+
+
+def test_a_plan_with_a_bad_mlp_setting_fails_before_launch_naming_the_params_file(tmp_path):
+    params = yaml.safe_load((REPO_ROOT / "params" / "features_mlp.yaml").read_text())
+    bad = tmp_path / "bad_mlp.yaml"
+    bad.write_text(yaml.safe_dump({**params, "hidden": [128, 0]}))
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(dict(name="p", folds=[0], runs=[dict(
+        params=str(bad), backbone="mlp", seed=0, notebook="03b_train_features.ipynb")])))
+    specs = expand_plan(load_plan(plan), folds=[0])
+    check_parameters(specs, {})  # every key is a 03b parameter of the right kind
+    with pytest.raises(PlanError, match=rf"{bad}, run features_mlp/mlp/fold0_seed0: hidden must"):
+        check_runs(specs, {})
+    bad.write_text(yaml.safe_dump(params))
+    check_runs(specs, {})
+    with pytest.raises(PlanError, match=rf"{bad} \(with \['n_seeds'\] from the command line\), "
+                       rf"run features_mlp/mlp/fold0_seed0: n_seeds must"):
+        check_runs(specs, {"n_seeds": 0})
+    plan.write_text(plan.read_text().replace("backbone: mlp", "backbone: xgb"))
+    with pytest.raises(PlanError, match=rf"{bad}, run .*learner \(backbone\) must be one of"):
+        check_runs(expand_plan(load_plan(plan), folds=[0]), {})
+
+
+# ---- attribution on the grid ----------------------------------------------------------------
+
+def test_mlp_contributions_add_up_to_the_logit_and_land_on_the_grid():
+    rng = np.random.default_rng(1)
+    images = (rng.random((24, 12, 16)) * 0.1).astype(np.float32)
+    images[::2, 4, 6:9] = 1.0  # aromatic's evidence: row 4
+    images[:, 9] = 0  # an empty row
+    labels = np.zeros((24, N_LABELS))
+    labels[::2, 0] = 1
+    for kind in ("mass_stats", "bands"):
+        features, names = image_features(images, np.arange(24) % 2, kind=kind, n_bands=4)
+        model = fit_feature_model(features, labels, FeatureSettings(
+            learner="mlp", features=kind, n_bands=4, n_seeds=2, **TINY_MLP), seed=0)
+        contributions = explain_features.feature_contributions(model, features)
+        assert contributions.shape == (24, N_LABELS, len(names))
+        at_mean = predict_feature_logits(model, _mean_features(model))
+        logits = predict_feature_logits(model, features)
+        np.testing.assert_allclose(contributions.sum(axis=2), logits - at_mean, atol=0.05)
+        grid = explain_features.contributions_to_grid(contributions[0], names, images[0], 4)
+        assert grid.shape == (N_LABELS, 12, 16)
+        np.testing.assert_allclose(grid.sum(axis=(1, 2)), contributions[0, :, :-1].sum(axis=1),
+                                   atol=1e-4)
+        aromatic = np.clip(grid[0], 0, None).sum(axis=1)
+        assert 4 in np.argsort(-aromatic)[:3]
+    assert explain_features.contribution_method("mlp").startswith("integrated gradients")
+
+
+def _mean_features(model) -> np.ndarray:
+    """The features whose standardised inputs are 0 (the training mean)."""
+    values = model.center[None]
+    return 10 ** values - 1e-4 if model.architecture["log_inputs"] else values
+
+
+def test_total_ion_contributions_spread_over_every_row_of_their_band():
+    image = np.zeros((3, 8), dtype=np.float32)
+    image[0, 1], image[2, 2] = 1.0, 3.0  # band 0 (columns 0-3): rows 0 and 2
+    names = [f"m{m}_{s}" for m in range(3) for s in
+             ("log_mean", "log_std", "skew", "log_max", "peak_time")] + ["tic_b0", "tic_b1",
+                                                                         "derivatized"]
+    values = np.zeros(len(names))
+    values[names.index("tic_b0")] = 4.0
+    values[names.index("tic_b1")] = -8.0  # an empty band: evenly over its 3 x 4 cells
+    values[names.index("m2_log_max")] = 1.0
+    values[names.index("m0_log_mean")] = 2.0
+    grid = explain_features.contributions_to_grid(values, names, image, n_bands=2)
+    np.testing.assert_allclose(grid[0], [0, 1 + 2, 0, 0, *[-8 / 12] * 4])
+    np.testing.assert_allclose(grid[1], [0, 0, 0, 0, *[-8 / 12] * 4])
+    np.testing.assert_allclose(grid[2], [0, 0, 3 + 1, 0, *[-8 / 12] * 4])
+
+
+# ---- the notebook, end to end ---------------------------------------------------------------
+
+@pytest.mark.slow
+def test_feature_notebook_trains_an_mlp_run_that_04_reproduces(tmp_path):
+    data_dir = generate(tmp_path / "data", profile="tiny", seed=0)
+    run_dir = tmp_path / "runs" / "features_mlp" / "mlp" / "fold1_seed0"
+    run_dir.mkdir(parents=True)
+    params = yaml.safe_load((REPO_ROOT / "params" / "features_mlp.yaml").read_text())
+    pm.execute_notebook(str(REPO_ROOT / "notebooks" / "03b_train_features.ipynb"),
+                        str(run_dir / "03b_train_features.ipynb"),
+                        parameters={**params, **TINY_MLP, "m_bins": 64, "t_bins": 96, "fold": 1,
+                                    "n_seeds": 2, "data_dir": str(data_dir),
+                                    "cache_dir": str(tmp_path / "cache"),
+                                    "run_dir": str(run_dir)},
+                        kernel_name="python3", progress_bar=False)
+    assert is_done(run_dir)
+    assert {p.name for p in run_dir.iterdir()} >= {
+        "03b_train_features.ipynb", FEATURE_MODEL, "oof_logits.csv", "test_logits.csv",
+        "metrics.json", "DONE"}
+    metrics = read_metrics(run_dir)
+    assert metrics["parameters"]["backbone"] == "mlp"
+    assert metrics["parameters"]["hidden"] == [16] and metrics["parameters"]["n_seeds"] == 2
+    assert np.isfinite(metrics["best_oof_loss"]) and metrics["best_epoch"] is None
+    assert set(metrics["samples"]) == {"train", "oof", "test"}
+    assert len(load_feature_model(run_dir / FEATURE_MODEL).networks) == 2
+    out_csv = tmp_path / "predictions.csv"
+    pm.execute_notebook(str(REPO_ROOT / "notebooks" / "04_predict.ipynb"),
+                        str(tmp_path / "04.ipynb"),
+                        parameters=dict(runs_glob=str(run_dir), data_dir=str(data_dir),
+                                        cache_dir=str(tmp_path / "cache"),
+                                        output_csv=str(out_csv), device="cpu"),
+                        kernel_name="python3", progress_bar=False)
+    predicted = pd.read_csv(out_csv).set_index("sample_id")
+    assert list(predicted.columns) == list(LABELS)
+    logits = read_logits(run_dir / "test_logits.csv").loc[predicted.index]
+    np.testing.assert_allclose(predicted.to_numpy(), 1 / (1 + np.exp(-logits.to_numpy())),
+                               atol=1e-5)
