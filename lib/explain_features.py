@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import re
 
-import lightgbm
 import numpy as np
 
-from lib.feature_models import FeatureModel, model_inputs
+from lib.feature_models import FeatureModel, model_inputs, parsed_booster
 from lib.schema import N_LABELS
 
 _NAME = re.compile(r"^m(\d+)_(max|area)_b(\d+)$|^m(\d+)_(peak_time)$")
@@ -44,7 +43,7 @@ def feature_contributions(model: FeatureModel, features: np.ndarray) -> np.ndarr
         if "coef" in entry:
             contributions[:, j] = inputs * np.asarray(entry["coef"])[None, :]
         elif "lightgbm" in entry:
-            booster = lightgbm.Booster(model_str=entry["lightgbm"])
+            booster = parsed_booster(entry["lightgbm"])
             contributions[:, j] = booster.predict(inputs, pred_contrib=True)[:, :-1]
     return contributions
 

@@ -23,6 +23,7 @@ from lib.feature_models import (
     FeatureSettings,
     fit_feature_model,
     load_feature_model,
+    parsed_booster,
     predict_feature_logits,
     save_feature_model,
 )
@@ -228,6 +229,16 @@ def test_feature_contributions_sum_to_the_logit(feature_images, learner):
     # the label's evidence, rows 10-11, are among the rows its map supports most
     aromatic = explain_features.contributions_to_grid(contributions[0, 0], names, images[0], 4)
     assert {10, 11} <= set(np.argsort(-np.clip(aromatic, 0, None).sum(axis=1))[:5])
+
+
+def test_lightgbm_boosters_are_parsed_once(feature_images):
+    images, derivatized = feature_images
+    model, features, _ = _feature_model("lightgbm", images, derivatized)
+    first = predict_feature_logits(model, features)
+    parsed = parsed_booster.cache_info().currsize
+    np.testing.assert_array_equal(predict_feature_logits(model, features[:3]), first[:3])
+    explain_features.feature_contributions(model, features[:2])
+    assert parsed_booster.cache_info().currsize == parsed  # the same texts: no new parse
 
 
 def test_contributions_go_to_the_cells_the_features_came_from():
