@@ -147,9 +147,9 @@ def model_inputs(model: FeatureModel, features: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=256)
 def parsed_booster(model_str: str) -> lightgbm.Booster:
-    """The LightGBM booster of a model file's per-label text, parsed once per text: occlusion
-    (lib.explain) predicts each fold model hundreds of times, and parsing 300 trees costs more
-    than predicting a batch with them."""
+    """The LightGBM booster of a model file's per-label text, parsed once per text (kept for
+    the process): occlusion (lib.explain) predicts each fold model hundreds of times, on
+    batches small enough that parsing the trees again each time would dominate."""
     return lightgbm.Booster(model_str=model_str)
 
 
