@@ -37,7 +37,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from lib.ensemble import LOGIT_CLIP
-from lib.explain_features import contributions_to_grid, feature_contributions
+from lib.explain_features import contribution_method, contributions_to_grid, feature_contributions
 from lib.feature_models import (
     FEATURE_MODEL,
     LEARNERS,
@@ -55,15 +55,23 @@ from lib.schema import HELIUM_MASS, LABELS, N_LABELS
 from lib.training import DeviceImages
 
 CAM_METHODS = {"gradcam": GradCAM, "hirescam": HiResCAM, "layercam": LayerCAM}
+# The target "layer" that is the model input (B, 2, m, t) itself, the earliest stage: there
+# HiResCAM's gradient x activation is gradient x input, one value per cell of the image, and
+# it exists for every backbone (a 1D sequence model has no 2D feature map).
+INPUT_LAYER = "input"
 # The CAM of each backbone family when 06 names none: (method, target layer), measured against
 # the synthetic truth by scripts/measure_cam_layers.py (README: Explanations). A backbone not
 # listed gets LayerCAM at its last feature map ("": the map the head pools).
 CAM_DEFAULTS: dict[str, tuple[str, str]] = {
-    # demo CNN, synthetic small, 2 samples per label: CAM share / chance, mean over labels
-    # (labels at 2x or more): HiResCAM last map 0/9; blocks.1: HiResCAM 2.04 (3/9), LayerCAM
-    # 1.79 (3/9); blocks.0: HiResCAM 1.70 (2/9), LayerCAM 1.62 (3/9); LayerCAM blocks.2 3/9.
-    # 4 samples per label at blocks.1: HiResCAM 1.73 (2/9), GradCAM 1.06 (0/9)
-    "mobilenetv3_small_100": ("hirescam", "backbone.blocks.1"),
+    # demo CNN (cls3), synthetic small, 2 positive OOF samples per label: labels (of 9) whose
+    # CAM share is 2x chance or more, mean share / chance over labels. HiResCAM at the input
+    # 9/9 (2.93); at backbone.blocks.1 3/9 (1.67); blocks.0 2/9, blocks.2 (LayerCAM) 3/9, the
+    # last feature map 0/9. A stage's map is 8 or more m/z rows coarse along m/z once
+    # upsampled, wider than an ion's row; the input's is one cell per (m/z, time).
+    "mobilenetv3_small_100": ("hirescam", INPUT_LAYER),
+    # a 1D sequence model has no 2D feature map: gradient x input on the image grid
+    "seq1d": ("hirescam", INPUT_LAYER),
+    "seq1d_tiny": ("hirescam", INPUT_LAYER),
 }
 # per label and model in explain_scores.json: shares and hit rates in [0, 1], each share's 90 %
 # bootstrap interval over samples ([low, high]) and the number of samples scored. "map" is the
@@ -130,22 +138,26 @@ class TargetLayerError(ValueError):
 class _AtWidth(nn.Module):
     """A GcmsNet at one TTA width, as one module for the grad-cam package.
 
-    tapped: run the backbone as timm's forward_features + forward_head (or the features_only
-    list) and pass the last feature map through ``tap``, an identity the CAM hooks; otherwise
-    the model's own forward_width (for a target layer named by the user). Tapped, the backbone
-    runs without autograd: a CAM needs the gradient of the logit with respect to the feature
-    map only, so the backward pass goes through the head alone.
+    target: "" (the last feature map): run the backbone as timm's forward_features +
+    forward_head (or the features_only list) and pass the last feature map through ``tap``, an
+    identity the CAM hooks; the backbone runs without autograd (a CAM needs the gradient of the
+    logit with respect to the feature map only, so the backward pass goes through the head
+    alone). INPUT_LAYER: ``tap`` is the model input itself (B, 2, m, t), before the time
+    resize, so the map lies on the cached image's grid cell by cell. Otherwise (a module named
+    by the user) the model's own forward_width.
     """
 
-    def __init__(self, net: GcmsNet, width: int, tapped: bool):
+    def __init__(self, net: GcmsNet, width: int, target: str = ""):
         super().__init__()
         self.net = net
         self.width = width
-        self.tapped = tapped
+        self.target = target
         self.tap = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.tapped:
+        if self.target == INPUT_LAYER:  # a leaf that wants its gradient, for the package's hook
+            return self.net.forward_width(self.tap(x.detach().requires_grad_()), self.width)
+        if self.target:
             return self.net.forward_width(x, self.width)
         net = self.net
         with torch.no_grad():
@@ -156,21 +168,23 @@ class _AtWidth(nn.Module):
                 features = net.backbone.forward_features(x)
             else:
                 raise TargetLayerError(f"{type(net.backbone).__name__} has no forward_features; "
-                                       f"name a target layer")
+                                       f"name a target layer (or {INPUT_LAYER!r})")
         if not (isinstance(features, torch.Tensor) and features.ndim == 4):
             raise TargetLayerError(f"{type(net.backbone).__name__}'s last features are not a "
-                                   f"(B, C, h, w) map; name a target layer")
+                                   f"(B, C, h, w) map; name a target layer (or "
+                                   f"{INPUT_LAYER!r})")
         features = self.tap(features.requires_grad_())
         out = features if net.features_only else net.backbone.forward_head(features)
         return net.head(out.float())
 
 
 def find_target_layer(model: GcmsNet, target_layer: str | None = None) -> str:
-    """The CAM target's name: "" for the default (the backbone's last feature map), else
-    ``target_layer`` checked: a module of the model (e.g. "backbone.layer4") whose output is
-    a (B, C, h, w) tensor. TargetLayerError names the backbone and close module names."""
-    if not target_layer:
-        return ""
+    """The CAM target's name: "" for the default (the backbone's last feature map),
+    INPUT_LAYER (the model input, any backbone), else ``target_layer`` checked: a module of the
+    model (e.g. "backbone.layer4") whose output is a (B, C, h, w) tensor. TargetLayerError
+    names the backbone and close module names."""
+    if not target_layer or target_layer == INPUT_LAYER:
+        return target_layer or ""
     names = dict(model.named_modules())
     if target_layer not in names:
         close = difflib.get_close_matches(target_layer, list(names), n=5)
@@ -213,8 +227,8 @@ def cam_maps(model: GcmsNet, x: torch.Tensor, label: int, *, method: str = "grad
     maps = []
     try:
         for width in tta_widths(x.shape[-1], model.width_offsets):
-            wrapper = _AtWidth(model, width, tapped=not name)
-            layer = wrapper.tap if not name else model.get_submodule(name)
+            wrapper = _AtWidth(model, width, name)
+            layer = wrapper.tap if name in ("", INPUT_LAYER) else model.get_submodule(name)
             cam = CAM_METHODS[method](model=wrapper, target_layers=[layer])
             try:  # not `with`: the package's __exit__ would swallow an IndexError
                 maps.append(cam(input_tensor=x, targets=[ClassifierOutputTarget(label)] * len(x)))
@@ -666,9 +680,7 @@ def _add_maps(result: ModelExplanation, fold_model: _FoldModel, wanted: dict[str
         features, names = image_features(images, flags, kind=config["features"],
                                          n_bands=config["n_bands"])
         contributions = feature_contributions(fold_model.feature_model, features)
-        result.map_method = ("coefficient x standardised feature value"
-                             if fold_model.feature_model.learner == "logistic"
-                             else "LightGBM pred_contrib")
+        result.map_method = contribution_method(fold_model.feature_model.learner)
         for label, chosen in wanted.items():
             j = LABELS.index(label)
             for sample_id in chosen:

@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import re
 
-import lightgbm
 import numpy as np
 import torch
 
-from lib.feature_models import FeatureModel, mlp_networks, model_inputs
+from lib.feature_models import FeatureModel, mlp_networks, model_inputs, parsed_booster
 from lib.schema import N_LABELS
 
 _NAME = re.compile(r"^m(\d+)_(max|area)_b(\d+)$|^m(\d+)_(peak_time)$")
@@ -60,7 +59,7 @@ def feature_contributions(model: FeatureModel, features: np.ndarray) -> np.ndarr
         if "coef" in entry:
             contributions[:, j] = inputs * np.asarray(entry["coef"])[None, :]
         elif "lightgbm" in entry:
-            booster = lightgbm.Booster(model_str=entry["lightgbm"])
+            booster = parsed_booster(entry["lightgbm"])
             contributions[:, j] = booster.predict(inputs, pred_contrib=True)[:, :-1]
     return contributions
 

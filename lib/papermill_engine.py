@@ -3,6 +3,12 @@ pyproject.toml): `papermill --engine ipc ...` is papermill's own nbclient engine
 on Unix sockets in a private folder (mode 0700) instead of TCP ports on 127.0.0.1. Only the
 user who runs papermill can reach the kernel, and ipykernel has no cause to warn that it runs
 "over TCP without encryption". The Makefile and the sweep execute notebooks with it.
+
+The kernel also gets TQDM_DISABLE=1 in its environment (tqdm's own override of its
+``disable`` argument): a notebook executed headless has nobody watching its progress bars, and
+every refresh of a text bar would be saved as one more stderr output of the cell (160 in one
+executed 03_train), each a pink block in the rendered report. Opened in JupyterLab, the same
+notebook still shows its bars.
 """
 
 import os
@@ -11,6 +17,8 @@ import tempfile
 
 # A Unix socket's path has at most 107 bytes on Linux; the kernel's are <folder>/kernel-<n>
 IPC_PATH_MAX = 100
+# (variable, value) in the kernel's environment: tqdm reads TQDM_<argument> as that argument
+QUIET_BARS = ("TQDM_DISABLE", "1")
 
 
 def ipc_socket_folder() -> str:
@@ -51,9 +59,16 @@ class IPCEngine:
         folder = ipc_socket_folder()
         config = Config({"KernelManager": {"transport": "ipc",
                                            "ip": os.path.join(folder, "kernel")}})
+        # the kernel inherits this process's environment when it starts
+        before = os.environ.get(QUIET_BARS[0])
+        os.environ[QUIET_BARS[0]] = QUIET_BARS[1]
         try:
             return cls._nbclient().execute_notebook(nb, kernel_name, config=config, **kwargs)
         finally:
+            if before is None:
+                os.environ.pop(QUIET_BARS[0], None)
+            else:
+                os.environ[QUIET_BARS[0]] = before
             shutil.rmtree(folder, ignore_errors=True)
 
 

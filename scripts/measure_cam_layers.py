@@ -7,7 +7,8 @@ CAM method and every stage of its backbone, scored against the synthetic truth.
 For each (model, method, layer) it prints, per label with scored samples, the CAM's share on
 the label's true ions inside their windows against the chance share of the same region placed
 at random (lib.explain), and how many labels reach two times chance. The defaults of
-lib.explain.CAM_DEFAULTS come from this table. Layer "" is the backbone's last feature map.
+lib.explain.CAM_DEFAULTS come from this table. Layer "last" is the backbone's last feature map,
+"input" the model input itself (gradient x input for HiResCAM and LayerCAM).
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ STAGE = re.compile(r"backbone\.(blocks\.\d+|layer\d|stages\.\d+)")
 
 
 def stage_layers(run_dir) -> list[str]:
-    """"" (the last feature map) and the backbone's stages (timm's blocks.N, layerN,
-    stages.N), first to last."""
+    """"" (the last feature map), the backbone's stages (timm's blocks.N, layerN, stages.N)
+    last to first, the input convolution and the model input (explain.INPUT_LAYER)."""
     model, _ = load_run_model(run_dir, "cpu")
-    return ["", *[name for name, _ in model.named_modules() if STAGE.fullmatch(name)]]
+    stages = [name for name, _ in model.named_modules() if STAGE.fullmatch(name)]
+    return ["", *reversed(stages), "input_conv", explain.INPUT_LAYER]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,6 +23,7 @@ from lib.feature_models import (
     FeatureSettings,
     fit_feature_model,
     load_feature_model,
+    parsed_booster,
     predict_feature_logits,
     save_feature_model,
 )
@@ -70,7 +71,7 @@ def test_cam_maps_for_every_backbone_family(backbone, head):
     # the CAM's wrapper computes exactly the model's logits at each width
     for width in (32, 64, 96):
         with torch.no_grad():
-            np.testing.assert_allclose(explain._AtWidth(model, width, tapped=True)(x).numpy(),
+            np.testing.assert_allclose(explain._AtWidth(model, width)(x).numpy(),
                                        model.forward_width(x, width).numpy(), atol=1e-5)
     for label in range(len(LABELS)):  # random weights: a label's CAM may be negative everywhere
         maps = explain.cam_maps(model, x, label)
@@ -93,6 +94,28 @@ def test_hirescam_layercam_and_a_named_target_layer():
     assert not np.allclose(staged, explain.cam_maps(model, x, 0))  # another layer, another map
     with pytest.raises(ValueError, match="method must be one of"):
         explain.cam_maps(model, x, 0, method="saliency")
+
+
+@pytest.mark.parametrize("backbone", ["seq1d_tiny", "mobilenetv3_small_100"])
+def test_cam_at_the_input_is_gradient_times_input(backbone):
+    model = tiny_model(backbone, "cls3")
+    x = tiny_input()
+    x[0, 0, 5:9] = 0  # empty cells get no attribution, whatever their gradient
+    expected = []
+    for width in (32, 64, 96):  # per width: ReLU(gradient x input) scaled to max 1, then mean
+        leaf = x.clone().requires_grad_()
+        model.forward_width(leaf, width)[:, 3].sum().backward()
+        cell = np.maximum((leaf.grad * leaf.detach()).sum(dim=1).numpy(), 0)
+        for _ in range(2):  # the package scales the layer's map, then the layers' mean
+            cell = cell / (1e-7 + cell.max(axis=(1, 2), keepdims=True))
+        expected.append(cell)
+    model.zero_grad(set_to_none=True)
+    for method in ("hirescam", "layercam"):  # the same for a non-negative input
+        maps = explain.cam_maps(model, x, 3, method=method, target_layer=explain.INPUT_LAYER)
+        assert maps.shape == (2, M_BINS, T_BINS) and maps.dtype == np.float32
+        np.testing.assert_allclose(maps, np.mean(expected, axis=0), atol=1e-4)
+        assert maps[0, 5:9].max() == 0 and maps.max() > 0
+    assert all(p.grad is None for p in model.parameters())
 
 
 def test_target_layer_errors_name_the_backbone_and_the_module():
@@ -206,6 +229,16 @@ def test_feature_contributions_sum_to_the_logit(feature_images, learner):
     # the label's evidence, rows 10-11, are among the rows its map supports most
     aromatic = explain_features.contributions_to_grid(contributions[0, 0], names, images[0], 4)
     assert {10, 11} <= set(np.argsort(-np.clip(aromatic, 0, None).sum(axis=1))[:5])
+
+
+def test_lightgbm_boosters_are_parsed_once(feature_images):
+    images, derivatized = feature_images
+    model, features, _ = _feature_model("lightgbm", images, derivatized)
+    first = predict_feature_logits(model, features)
+    parsed = parsed_booster.cache_info().currsize
+    np.testing.assert_array_equal(predict_feature_logits(model, features[:3]), first[:3])
+    explain_features.feature_contributions(model, features[:2])
+    assert parsed_booster.cache_info().currsize == parsed  # the same texts: no new parse
 
 
 def test_contributions_go_to_the_cells_the_features_came_from():
@@ -347,7 +380,7 @@ def test_explain_model_goes_on_past_bad_runs_and_labels(tmp_path, tiny_cache):
     assert "alcohol: no positive OOF sample" in problems
     assert "mineral: no positive OOF sample" in problems  # its positives are all in fold 1
     # the method asked for, at the backbone's default layer (CAM_DEFAULTS)
-    assert result.family == "cnn" and result.map_method == "gradcam at backbone.blocks.1"
+    assert result.family == "cnn" and result.map_method == "gradcam at input"
     assert result.picked["aromatic"] == ["S0000", "S0004"]  # fold 0's positives only
     assert set(result.maps["aromatic"]) == {"S0000", "S0004"}
     assert set(result.drops) == set(result.probs) == {"S0000", "S0004"}
@@ -370,6 +403,22 @@ def test_explain_model_reports_a_target_layer_that_is_not_there(tmp_path, tiny_c
     assert any("fold0_seed0: MobileNetV3Features: no module 'backbone.x'" in p
                for p in result.problems)
     assert not result.maps and len(result.drops) == 1  # occlusion still ran
+
+
+def test_explain_a_sequence_model(tmp_path, tiny_cache):
+    cache, labels, folds = tiny_cache
+    runs = {0: _run_folder(tmp_path, 0, backbone="seq1d_tiny")}
+    result = explain.explain_model("demo/seq1d_tiny/seed0", runs, cache, labels, folds,
+                                   labels=["aromatic"], n_per_label=2)
+    assert not result.problems and result.family == "cnn"
+    assert result.map_method == "hirescam at input"  # it has no 2D feature map
+    maps = result.maps["aromatic"]
+    assert set(maps) == set(result.drops) == {"S0000", "S0004"}
+    assert all(m.shape == (M_BINS, T_BINS) and m.max() > 0 for m in maps.values())
+    last = explain.explain_model("demo/seq1d_tiny/seed0", runs, cache, labels, folds,
+                                 labels=["aromatic"], n_per_label=1, target_layer="")
+    assert "has no forward_features; name a target layer (or 'input')" in last.problems[0]
+    assert len(last.drops) == 1  # occlusion still explains it
 
 
 def test_default_cam_per_backbone():

@@ -11,7 +11,7 @@ import sys
 import nbformat
 import pytest
 
-from lib.papermill_engine import IPC_PATH_MAX, ipc_socket_folder
+from lib.papermill_engine import IPC_PATH_MAX, QUIET_BARS, IPCEngine, ipc_socket_folder
 from lib.paths import REPO_ROOT
 
 CONNECTION = """\
@@ -20,6 +20,10 @@ from ipykernel.connect import get_connection_file
 info = json.load(open(get_connection_file()))
 sockets = sorted(os.listdir(os.path.dirname(info["ip"])))
 print(json.dumps({"transport": info["transport"], "ip": info["ip"], "sockets": sockets}))
+"""
+BAR = """\
+from tqdm import tqdm
+total = sum(tqdm(range(3), desc="bar"))
 """
 
 
@@ -37,10 +41,29 @@ def test_socket_folder_is_private_and_short(tmp_path, monkeypatch):
     os.rmdir(fallback)
 
 
+def test_kernel_starts_with_quiet_bars_and_the_environment_is_restored(monkeypatch):
+    seen = {}
+
+    class Engine:
+        @staticmethod
+        def execute_notebook(nb, kernel_name, **kwargs):
+            seen["during"] = os.environ.get(QUIET_BARS[0])
+            return nb
+
+    monkeypatch.setattr(IPCEngine, "_nbclient", staticmethod(lambda: Engine))
+    monkeypatch.delenv(QUIET_BARS[0], raising=False)
+    IPCEngine.execute_notebook("nb", "python3")
+    assert seen["during"] == QUIET_BARS[1]
+    assert QUIET_BARS[0] not in os.environ  # as it was before
+    monkeypatch.setenv(QUIET_BARS[0], "0")
+    IPCEngine.execute_notebook("nb", "python3")
+    assert os.environ[QUIET_BARS[0]] == "0"
+
+
 @pytest.mark.slow
 def test_notebook_runs_on_unix_sockets_without_the_tcp_warning(tmp_path):
     notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(CONNECTION)]
+    notebook.cells = [nbformat.v4.new_code_cell(CONNECTION), nbformat.v4.new_code_cell(BAR)]
     nbformat.write(notebook, tmp_path / "in.ipynb")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -58,3 +81,4 @@ def test_notebook_runs_on_unix_sockets_without_the_tcp_warning(tmp_path):
     assert seen["ip"].startswith(str(scratch) + os.sep)
     assert any(name.startswith("kernel-") for name in seen["sockets"])  # the kernel's sockets
     assert not any(p.name.startswith("kernel-") and p.is_dir() for p in scratch.iterdir())
+    assert executed.cells[1].outputs == []  # no progress bar saved as stderr outputs
