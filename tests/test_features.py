@@ -320,7 +320,8 @@ def test_ensemble_takes_feature_and_cnn_runs(workspace):
     assert set(rows) == {"chosen ensemble (every family)", "without 2D CNN",
                          "without features: lightgbm"}
     assert rows["without 2D CNN"]["families"] == "features: lightgbm"
-    assert rows["without 2D CNN"]["members"] == 1
+    assert rows["without 2D CNN"]["members"] == 1  # a count, stored as an integer
+    assert isinstance(rows["without 2D CNN"]["members"], int)
     assert rows["without features: lightgbm"]["families"] == "2D CNN"
     chosen_row = rows["chosen ensemble (every family)"]
     assert chosen_row["OOF loss"] == pytest.approx(selection["oof_loss"])
