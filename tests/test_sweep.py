@@ -219,21 +219,33 @@ def test_sweep_survives_a_kill_and_resumes(tmp_path, tiny_data):
 
 @pytest.mark.slow
 def test_failing_run_writes_failed_and_the_sweep_goes_on(tmp_path, tiny_data):
+    """A run whose notebook fails (parameters the pre-launch check passes, a weights file that
+    is not one) writes FAILED; the other run still trains."""
     data_dir, cache_dir = tiny_data
-    plan = write_plan(tmp_path, [("a", "no_such_backbone", 1), ("a", "test_efficientnet", 1)])
+    broken = tmp_path / "broken.safetensors"
+    broken.write_text("not a weights file")
+    bad = tmp_path / "tiny_bad.yaml"
+    bad.write_text(yaml.safe_dump(dict(name="tiny_bad", head="cls3", pretrained=True,
+                                       weights=str(broken))))
+    good = tmp_path / "tiny_a.yaml"
+    good.write_text(yaml.safe_dump(dict(name="tiny_a", head="cls3", norm="mass")))
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(dict(name="plan", folds=[0], runs=[
+        dict(params=str(bad), backbone="test_efficientnet", seed=1),
+        dict(params=str(good), backbone="test_efficientnet", seed=1)])))
     runs_dir = tmp_path / "runs"
     completed = subprocess.run(sweep_command(plan, runs_dir, data_dir, cache_dir, "--folds", "0"),
                                cwd=REPO_ROOT, capture_output=True, text=True)
-    assert completed.returncode == 1
-    failed = runs_dir / "tiny_a" / "no_such_backbone" / "fold0_seed1"
+    assert completed.returncode == 1, completed.stdout + completed.stderr
+    failed = runs_dir / "tiny_bad" / "test_efficientnet" / "fold0_seed1"
     assert not is_done(failed)
     error = (failed / FAILED).read_text()
-    assert 'Exception encountered at "In [' in error and "no_such_backbone" in error
+    assert 'Exception encountered at "In [' in error and "tiny_bad" in error
     assert is_done(runs_dir / "tiny_a" / "test_efficientnet" / "fold0_seed1")
     assert "1 ran, 0 already finished, 1 failed" in completed.stdout
     # a failed run is not retried by Dask: it was attempted once
     assert (failed / "attempts.txt").read_text().count("start") == 1
-    assert "tiny_a/no_such_backbone/fold0_seed1" in completed.stdout
+    assert "tiny_bad/test_efficientnet/fold0_seed1" in completed.stdout
 
 
 @pytest.mark.slow
