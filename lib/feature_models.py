@@ -19,7 +19,7 @@ import json
 import math
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightgbm
@@ -59,6 +59,8 @@ class FeatureModel:
     scale: np.ndarray | None = None
     architecture: dict | None = None
     networks: list[dict[str, np.ndarray]] | None = None
+    # the MLP's networks as torch modules, built from ``networks`` once (mlp_networks)
+    modules: list | None = field(default=None, repr=False, compare=False)
 
 
 # ---- pure pieces ---------------------------------------------------------------------------
@@ -108,15 +110,17 @@ def build_mlp(width: int, hidden: list[int], activation: str = "gelu",
 
 def mlp_networks(model: FeatureModel) -> list[torch.nn.Sequential]:
     """The networks of an MLP FeatureModel, in eval mode on the CPU (their mean logit is the
-    model's)."""
-    networks = []
-    for state in model.networks:
-        net = build_mlp(len(model.center), model.architecture["hidden"],
-                        model.architecture["activation"])
-        net.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32))
-                             for k, v in state.items()})
-        networks.append(net.eval())
-    return networks
+    model's), built from its state dicts on the first call and kept on the model (06's
+    occlusion predicts with one model hundreds of times)."""
+    if model.modules is None:
+        model.modules = []
+        for state in model.networks:
+            net = build_mlp(len(model.center), model.architecture["hidden"],
+                            model.architecture["activation"])
+            net.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32))
+                                 for k, v in state.items()})
+            model.modules.append(net.eval())
+    return model.modules
 
 
 @contextmanager
@@ -172,6 +176,15 @@ def mlp_values(features: np.ndarray, log_inputs: bool) -> np.ndarray:
     return log_features(features) if log_inputs else np.asarray(features, dtype=np.float64)
 
 
+def standardisation(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(center, scale), (F,) each, of (n, F) training values: their mean and standard
+    deviation, a scale of 0 (a constant feature) replaced by 1 so that it stays 0 once
+    centred."""
+    center, scale = values.mean(axis=0), values.std(axis=0)
+    scale[scale == 0] = 1.0
+    return center, scale
+
+
 def standardise(values: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """(values - center) / scale in float64, as float32 (the MLP's inputs)."""
     return ((np.asarray(values, dtype=np.float64) - center) / scale).astype(np.float32)
@@ -198,8 +211,7 @@ def fit_feature_model(features: np.ndarray, labels: np.ndarray, settings: Featur
     center = scale = None
     if settings.learner == "logistic":
         logged = log_features(features)
-        center, scale = logged.mean(axis=0), logged.std(axis=0)
-        scale[scale == 0] = 1.0  # constant features stay 0 after centring
+        center, scale = standardisation(logged)
         inputs = (logged - center) / scale
     else:
         inputs = np.asarray(features, dtype=np.float32)
@@ -226,8 +238,7 @@ def _fit_mlp(features: np.ndarray, labels: np.ndarray, settings: FeatureSettings
     """fit_feature_model for the MLP: standardise, then n_seeds networks (train_mlp)."""
     log_inputs = settings.features in NON_NEGATIVE_KINDS
     values = mlp_values(features, log_inputs)
-    center, scale = values.mean(axis=0), values.std(axis=0)
-    scale[scale == 0] = 1.0  # constant features stay 0 after centring
+    center, scale = standardisation(values)
     inputs = torch.from_numpy(standardise(values, center, scale))
     targets = torch.from_numpy(labels.astype(np.float32))
     with torch_threads(settings.threads):

@@ -28,7 +28,7 @@ from lib.folds import load_or_make_folds  # noqa: E402
 from lib.metrics import aggregated_log_loss  # noqa: E402
 from lib.paths import dataset_work_dir, project_path  # noqa: E402
 from lib.plans import expand_plan, load_plan  # noqa: E402
-from lib.runs import data_fingerprint, is_done, read_metrics  # noqa: E402
+from lib.runs import data_fingerprint, is_done, model_key, read_metrics  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -69,7 +69,7 @@ def main(argv=None) -> None:
 
     seconds: dict[str, list[float]] = {}
     for spec in specs:
-        key = f"{spec.name}/{spec.run_dir.parent.name}/seed{spec.seed}"
+        key = model_key(spec.run_dir)
         if is_done(spec.run_dir):
             seconds.setdefault(key, []).append(read_metrics(spec.run_dir)["fit_seconds"])
 

@@ -28,7 +28,7 @@ from lib.folds import load_or_make_folds  # noqa: E402
 from lib.metrics import aggregated_log_loss  # noqa: E402
 from lib.paths import dataset_work_dir, project_path  # noqa: E402
 from lib.plans import expand_plan, load_plan  # noqa: E402
-from lib.runs import is_done, read_metrics  # noqa: E402
+from lib.runs import is_done, model_key, read_metrics  # noqa: E402
 
 FAMILIES = "params/plans/measure_families.yaml"
 TIME_WARP = "params/plans/measure_timewarp.yaml"
@@ -49,7 +49,7 @@ def collect(plan: str, runs_dir: Path, folds, test_ids):
     collected = ensemble.collect_models([s.run_dir for s in specs], folds, test_ids)
     seconds = {}
     for spec in specs:
-        key = f"{spec.name}/{spec.run_dir.parent.name}/seed{spec.seed}"
+        key = model_key(spec.run_dir)
         if key in collected.names:
             seconds.setdefault(key, []).append(read_metrics(spec.run_dir)["fit_seconds"])
     return collected, {k: float(np.mean(v)) for k, v in seconds.items()}
