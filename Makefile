@@ -35,7 +35,12 @@ PAPERMILL = $(BIN)/papermill --kernel python3 --engine ipc --log-level WARNING
 
 setup: $(STAMP)
 
+# A new environment needs about SETUP_GIB GiB (the default torch is a CUDA build of ~5.5 GB):
+# checked first, so a full disk is named before pip fails half-way (SETUP_GIB=0: no check).
+SETUP_GIB ?= 8
+
 $(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) scripts/check_disk.py $(dir $(abspath $(VENV))) $(SETUP_GIB)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e '.[dev]'

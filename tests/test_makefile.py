@@ -59,3 +59,12 @@ def test_an_edit_reruns_only_the_notebooks_that_use_the_file(executed_notebooks)
     assert make_dry_run(executed_notebooks, "lib/folds.py") == {"02_preprocess.ipynb"}
     assert make_dry_run(executed_notebooks, "lib/images.py") == {"01_eda.ipynb",
                                                                  "02_preprocess.ipynb"}
+
+
+def test_setup_names_a_full_disk_before_installing(tmp_path):
+    venv = tmp_path / "venv"
+    done = subprocess.run(["make", "setup", f"VENV={venv}", "SETUP_GIB=100000"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"on the disk of {tmp_path}" in done.stderr and "needs about 100000 GiB" in done.stderr
+    assert not venv.exists()  # nothing half-installed
