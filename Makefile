@@ -101,19 +101,20 @@ report: $(EXECUTED)/01_eda.ipynb $(EXECUTED)/02_preprocess.ipynb $(EXECUTED)/05_
 demo: report
 	@echo "submission: $(abspath $(ENSEMBLE_DIR))/submission.csv"
 
-test: setup
-	$(BIN)/ruff check lib tests scripts
+test: lint
 	$(BIN)/python -m pytest -q
 
 # The quick loop while changing code: every test not marked slow (no training, no Dask or
 # Slurm cluster, no notebook execution), on every core (pytest-xdist; TEST_WORKERS=0: in one).
 TEST_WORKERS ?= auto
-test-fast: setup
-	$(BIN)/ruff check lib tests scripts
+test-fast: lint
 	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS)
 
+# ruff, then lib/'s layers and the absence of import cycles (import-linter's contracts in
+# pyproject.toml)
 lint: setup
 	$(BIN)/ruff check lib tests scripts
+	$(BIN)/lint-imports --no-cache --no-logo
 
 lab: setup
 	$(BIN)/jupyter lab notebooks

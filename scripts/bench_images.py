@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.dataset import load_competition
-from lib.images import build_image_cache, sample_image, sample_image_pandas
+from lib.data.dataset import load_competition
+from lib.data.images import build_image_cache, sample_image, sample_image_pandas
 from lib.synthetic import generate
 
 

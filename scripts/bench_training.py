@@ -19,17 +19,17 @@ import time
 import numpy as np
 import torch
 
-from lib.inference import pick_device
-from lib.models import build_model
-from lib.training import (
+from lib.models.cnn import build_model
+from lib.train.device import (
     DeviceImages,
-    TrainSettings,
     configure_backends,
-    fit,
     precision,
     predict_logits,
     prepare_model,
 )
+from lib.train.fit import fit
+from lib.train.predict import pick_device
+from lib.train.settings import TrainSettings
 
 
 def main() -> None:

@@ -24,7 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib.baselines import (
+from lib.core.metrics import aggregated_log_loss, per_label_log_loss
+from lib.core.schema import LABELS, SPLITS
+from lib.data.folds import make_folds
+from lib.ensemble.baselines import (
     benchmark_features,
     feature_matrix,
     logistic_benchmark_oof,
@@ -32,9 +35,6 @@ from lib.baselines import (
     prior_oof,
     prior_predictions,
 )
-from lib.folds import make_folds
-from lib.metrics import aggregated_log_loss, per_label_log_loss
-from lib.schema import LABELS, SPLITS
 from lib.synthetic import (
     DERIVATIZED_FRACTION,
     PROFILES,

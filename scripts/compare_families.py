@@ -22,13 +22,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib import ensemble, leaderboard  # noqa: E402
-from lib.dataset import load_competition  # noqa: E402
-from lib.folds import load_or_make_folds  # noqa: E402
-from lib.metrics import aggregated_log_loss  # noqa: E402
-from lib.paths import dataset_work_dir, project_path  # noqa: E402
-from lib.plans import expand_plan, load_plan  # noqa: E402
-from lib.runs import data_fingerprint, is_done, model_key, read_metrics  # noqa: E402
+from lib.core import families
+from lib.core.metrics import aggregated_log_loss  # noqa: E402
+from lib.core.paths import dataset_work_dir, project_path  # noqa: E402
+from lib.data.dataset import load_competition  # noqa: E402
+from lib.data.folds import load_or_make_folds  # noqa: E402
+from lib.ensemble import collect, leaderboard, selection
+from lib.runs.plans import expand_plan, load_plan  # noqa: E402
+from lib.runs.run_folder import data_fingerprint, is_done, model_key, read_metrics  # noqa: E402
+from lib.train.checkpoint import check_model_file  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -54,8 +56,9 @@ def main(argv=None) -> None:
     train_ids, test_ids = folds["sample_id"].tolist(), data.split_ids("val", "test")
     labels = data.labels.loc[train_ids].to_numpy()
     specs = expand_plan(load_plan(args.plan), runs_dir=runs)
-    models = ensemble.collect_models([s.run_dir for s in specs], folds, test_ids,
-                                     fingerprint=data_fingerprint(data))
+    models = collect.collect_models([s.run_dir for s in specs], folds, test_ids,
+                                     fingerprint=data_fingerprint(data),
+                                     check_model=check_model_file)
     for problem in models.problems:
         print("left out:", problem)
     truth, problem = leaderboard.load_test_labels(project_path(args.data_dir),
@@ -82,7 +85,7 @@ def main(argv=None) -> None:
         last_text = f"{aggregated_log_loss(labels, last):.4f}" if np.isfinite(last).all() else ""
         test = test_loss(models.test_probs[i])
         by_config.setdefault(name.rsplit("/", 1)[0], []).append((oof, test))
-        print(f"| {name} | {ensemble.model_family(name)} | {oof:.4f} | {last_text} | "
+        print(f"| {name} | {families.model_family(name)} | {oof:.4f} | {last_text} | "
               f"{test:.4f} | {np.mean(seconds[name]):.1f} |")
 
     print("\n| configuration | seeds | mean OOF | mean test |")
@@ -92,22 +95,22 @@ def main(argv=None) -> None:
         print(f"| {config} | {len(pairs)} | {np.mean(oofs):.4f} | {np.mean(tests):.4f} |")
 
     def ensemble_row(what: str, picked: list[int]) -> None:
-        oof = aggregated_log_loss(labels, ensemble.mean_logits(models.oof_probs[picked]))
-        test = test_loss(ensemble.mean_logits(models.test_probs[picked]))
+        oof = aggregated_log_loss(labels, selection.mean_logits(models.oof_probs[picked]))
+        test = test_loss(selection.mean_logits(models.test_probs[picked]))
         members = ", ".join(models.names[i] for i in picked)
         print(f"| {what} | {oof:.4f} | {test:.4f} | {members} |")
 
     print("\n| ensemble (05's selection) | OOF | test | members |")
     print("|---|---|---|---|")
-    chosen = ensemble.select(models.oof_probs, labels)
+    chosen = selection.select(models.oof_probs, labels)
     ensemble_row("every family", chosen.chosen)
-    for family, picked in ensemble.without_each_family(models.names, models.oof_probs,
+    for family, picked in selection.without_each_family(models.names, models.oof_probs,
                                                         labels).items():
         if picked is not None:
             ensemble_row(f"without {family}", picked.chosen)
-    for family in dict.fromkeys(map(ensemble.model_family, models.names)):
-        only = [i for i, n in enumerate(models.names) if ensemble.model_family(n) == family]
-        ensemble_row(f"{family} only", ensemble.select(models.oof_probs, labels, only).chosen)
+    for family in dict.fromkeys(map(families.model_family, models.names)):
+        only = [i for i, n in enumerate(models.names) if families.model_family(n) == family]
+        ensemble_row(f"{family} only", selection.select(models.oof_probs, labels, only).chosen)
 
 
 if __name__ == "__main__":

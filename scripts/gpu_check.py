@@ -298,7 +298,7 @@ def run_bounded(command: list[str], timeout: float, log, env: dict | None = None
     try:
         return process.wait(timeout=max(timeout, 0.1))
     except subprocess.TimeoutExpired:
-        from lib.sweep import end_process_tree
+        from lib.sweep.tasks import end_process_tree
 
         # SIGTERM to the phase, then SIGKILL to what is left of its tree (papermill runs too)
         end_process_tree(process, KILL_GRACE_S, signal.SIGTERM)
@@ -501,9 +501,15 @@ def bench_one(spec: dict) -> int:
     import numpy as np
     import torch
 
-    from lib import training
-    from lib.models import build_model
-    from lib.training import DeviceImages, TrainSettings, predict_logits, prepare_model
+    from lib.models.cnn import build_model
+    from lib.train.device import (
+        DeviceImages,
+        configure_backends,
+        precision,
+        predict_logits,
+        prepare_model,
+    )
+    from lib.train.settings import TrainSettings
 
     device = torch.device(spec["device"])
     out = Path(spec["result_file"])
@@ -514,7 +520,7 @@ def bench_one(spec: dict) -> int:
                              warmup_epochs=0, batch_size=spec["batch_size"], amp=spec["amp"],
                              channels_last=spec["channels_last"], tf32=False,
                              compile=spec["compiled"] and not spec["smoke"])
-    training.configure_backends(device, settings)
+    configure_backends(device, settings)
 
     rng = np.random.default_rng(0)
     n = spec["samples"]
@@ -532,7 +538,7 @@ def bench_one(spec: dict) -> int:
     elif spec["compiled"]:
         model = torch.compile(model, backend=spec["compile_backend"])
         compiled_by = f"gpu_check (torch.compile, backend {spec['compile_backend']})"
-    figures = dict(device=str(device), precision=training.precision(device, settings),
+    figures = dict(device=str(device), precision=precision(device, settings),
                    batch_size=spec["batch_size"], image=[spec["m_bins"], spec["t_bins"]],
                    compiled_by=compiled_by, torch=torch.__version__)
     steps = n // spec["batch_size"]
@@ -559,24 +565,25 @@ def _bench_epochs(model, data, labels, settings, device, steps: int) -> dict:
     timed."""
     import torch
 
-    from lib import training
+    from lib.train.augment import epoch_draws
+    from lib.train.fit import make_optimizer, train_one_epoch
 
     generator = torch.Generator().manual_seed(0)
     n = len(labels)
-    optimizer, scheduler = training.make_optimizer(model, settings, steps, device)
+    optimizer, scheduler = make_optimizer(model, settings, steps, device)
     train_index = torch.arange(n, device=device)
     train_labels = torch.as_tensor(labels, device=device)
     figures = dict(api="lib.training.train_one_epoch")
 
     def epoch(check_sync: bool = False):
-        draws = training.epoch_draws(n, steps, settings, generator).to(device)
+        draws = epoch_draws(n, steps, settings, generator).to(device)
         _sync(device)
         started = time.perf_counter()
         if check_sync:
             torch.cuda.set_sync_debug_mode("error")
         try:
-            loss_sum = training.train_one_epoch(model, data, optimizer, scheduler, draws,
-                                                train_index, train_labels, settings)
+            loss_sum = train_one_epoch(model, data, optimizer, scheduler, draws,
+                                       train_index, train_labels, settings)
         finally:
             if check_sync:
                 torch.cuda.set_sync_debug_mode("default")
@@ -613,10 +620,10 @@ def data_dir(config: Config, work: Path) -> Path:
 
 
 def phase_data(config, summary, work, deadline, end, record) -> None:
-    from lib.dataset import load_competition
-    from lib.folds import load_or_make_folds
-    from lib.images import build_image_cache, cache_path
-    from lib.paths import dataset_work_dir
+    from lib.core.paths import dataset_work_dir
+    from lib.data.dataset import load_competition
+    from lib.data.folds import load_or_make_folds
+    from lib.data.images import build_image_cache, cache_path
     from lib.synthetic import generate
     from lib.synthetic.profiles import PROFILES, Profile
 

@@ -20,24 +20,24 @@ import time
 import numpy as np
 import pandas as pd
 
-from lib import explain
-from lib.dataset import load_competition, run_span
-from lib.folds import load_or_make_folds
-from lib.images import cache_path, load_image_cache
-from lib.inference import load_run_model
-from lib.paths import dataset_work_dir, project_path
-from lib.plans import expand_plan, load_plan
+from lib.core.paths import dataset_work_dir, project_path
+from lib.data.dataset import load_competition, run_span
+from lib.data.folds import load_or_make_folds
+from lib.data.images import cache_path, load_image_cache
+from lib.explain import cam, explainer, scoring
+from lib.runs.plans import expand_plan, load_plan
 from lib.synthetic import read_truth
+from lib.train.predict import load_run_model
 
 STAGE = re.compile(r"backbone\.(blocks\.\d+|layer\d|stages\.\d+)")
 
 
 def stage_layers(run_dir) -> list[str]:
     """"" (the last feature map), the backbone's stages (timm's blocks.N, layerN, stages.N)
-    last to first, the input convolution and the model input (explain.INPUT_LAYER)."""
+    last to first, the input convolution and the model input (cam.INPUT_LAYER)."""
     model, _ = load_run_model(run_dir, "cpu")
     stages = [name for name, _ in model.named_modules() if STAGE.fullmatch(name)]
-    return ["", *reversed(stages), "input_conv", explain.INPUT_LAYER]
+    return ["", *reversed(stages), "input_conv", cam.INPUT_LAYER]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -63,12 +63,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{data_dir}: no truth.csv, nothing to measure against")
     folds = load_or_make_folds(dataset_work_dir(args.cache_dir, data_dir), data.train_labels)
     train_labels = data.labels.loc[data.split_ids("train")]
-    hidden = explain.hidden_positives(truth)
+    hidden = scoring.hidden_positives(truth)
     paths = data.metadata.set_index("sample_id")["path"]
     folders = [spec.run_dir for spec in expand_plan(load_plan(args.plan),
                                                     runs_dir=project_path(args.runs_dir))]
     rows = []
-    for name, fold_runs in explain.group_runs(folders).items():
+    for name, fold_runs in explainer.group_runs(folders).items():
         if args.models and name not in args.models.split(","):
             continue
         finished = [d for d in fold_runs.values() if (d / "checkpoint.pt").is_file()]
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
                       else stage_layers(finished[0]))
             for layer in layers:
                 started = time.perf_counter()
-                result = explain.explain_model(
+                result = explainer.explain_model(
                     name, fold_runs, cache, train_labels, folds, n_per_label=args.samples,
                     methods=["map"], cam_method=method, target_layer=layer, hidden=hidden,
                     seed=args.seed)
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 ids = {s for ids in result.picked.values() for s in ids}
                 spans.update({s: run_span(paths[s])[:2] for s in ids - set(spans)})
-                scored = explain.score_explanations([result], truth, spans, *size, args.seed)
+                scored = scoring.score_explanations([result], truth, spans, *size, args.seed)
                 seconds = time.perf_counter() - started
                 ratios = scored.groupby("label")["map_share"].mean() / scored.groupby(
                     "label")["chance_share"].mean()

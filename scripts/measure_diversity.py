@@ -22,13 +22,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib import ensemble  # noqa: E402
-from lib.dataset import load_competition  # noqa: E402
-from lib.folds import load_or_make_folds  # noqa: E402
-from lib.metrics import aggregated_log_loss  # noqa: E402
-from lib.paths import dataset_work_dir, project_path  # noqa: E402
-from lib.plans import expand_plan, load_plan  # noqa: E402
-from lib.runs import is_done, model_key, read_metrics  # noqa: E402
+from lib.core.metrics import aggregated_log_loss  # noqa: E402
+from lib.core.paths import dataset_work_dir, project_path  # noqa: E402
+from lib.data.dataset import load_competition  # noqa: E402
+from lib.data.folds import load_or_make_folds  # noqa: E402
+from lib.ensemble import selection  # noqa: E402
+from lib.ensemble.collect import collect_models  # noqa: E402
+from lib.runs.plans import expand_plan, load_plan  # noqa: E402
+from lib.runs.run_folder import is_done, model_key, read_metrics  # noqa: E402
+from lib.train.checkpoint import check_model_file  # noqa: E402
 
 FAMILIES = "params/plans/measure_families.yaml"
 TIME_WARP = "params/plans/measure_timewarp.yaml"
@@ -46,7 +48,8 @@ def sweep(plan: str, runs_dir: Path, args, *overrides: str) -> None:
 def collect(plan: str, runs_dir: Path, folds, test_ids):
     """Finished models of the plan and the mean fit seconds of each model's folds."""
     specs = expand_plan(load_plan(plan), runs_dir=runs_dir)
-    collected = ensemble.collect_models([s.run_dir for s in specs], folds, test_ids)
+    collected = collect_models([s.run_dir for s in specs], folds, test_ids,
+                               check_model=check_model_file)
     seconds = {}
     for spec in specs:
         key = model_key(spec.run_dir)
@@ -96,8 +99,8 @@ def main(argv=None) -> None:
     for what, members in groups.items():
         if not members:
             continue
-        picked = ensemble.select(models.oof_probs, labels, members).chosen
-        loss = aggregated_log_loss(labels, ensemble.mean_logits(models.oof_probs[picked]))
+        picked = selection.select(models.oof_probs, labels, members).chosen
+        loss = aggregated_log_loss(labels, selection.mean_logits(models.oof_probs[picked]))
         rows.append((what, loss, sum(seconds[models.names[i]] for i in picked),
                      "fit s: sum over the chosen: " + ", ".join(models.names[i] for i in picked)))
 
@@ -108,7 +111,7 @@ def main(argv=None) -> None:
                          seconds[name], ""))
         if warped.names:
             losses = [aggregated_log_loss(labels, p) for p in warped.oof_probs]
-            seeds_together = aggregated_log_loss(labels, ensemble.mean_logits(warped.oof_probs))
+            seeds_together = aggregated_log_loss(labels, selection.mean_logits(warped.oof_probs))
             rows.append((f"time_warp {w}: mean of {len(losses)} seeds", float(np.mean(losses)),
                          float(np.mean(list(seconds.values()))),
                          f"seed spread {min(losses):.4f}-{max(losses):.4f}; the seeds' logit "

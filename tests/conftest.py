@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from lib.schema import LABELS
+from lib.core.schema import LABELS
 
 
 def write_run(path: Path, rng: np.random.Generator, n_scans: int = 40,

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.baselines import (
+from lib.core.metrics import aggregated_log_loss
+from lib.core.schema import HELIUM_MASS, LABELS
+from lib.ensemble.baselines import (
     N_MASSES,
     N_TIME_BINS,
     benchmark_features,
@@ -15,8 +17,6 @@ from lib.baselines import (
     prior_oof,
     prior_predictions,
 )
-from lib.metrics import aggregated_log_loss
-from lib.schema import HELIUM_MASS, LABELS
 from lib.synthetic import simulate_run
 
 

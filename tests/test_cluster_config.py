@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lib.cluster import (
+from lib.core.paths import REPO_ROOT
+from lib.sweep.batch import (
     ClusterConfigError,
     build_batch_cluster,
     close_batch_cluster,
     job_script,
     load_cluster_config,
 )
-from lib.paths import REPO_ROOT
 
 SLURM = REPO_ROOT / "params" / "clusters" / "slurm.yaml"
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from lib.paths import REPO_ROOT
-from lib.plans import expand_plan, load_plan
-from lib.runs import FAILED, is_done
-from lib.sweep import read_attempts
+from lib.core.paths import REPO_ROOT
+from lib.runs.plans import expand_plan, load_plan
+from lib.runs.run_folder import FAILED, is_done
+from lib.sweep.tasks import read_attempts
 from lib.synthetic import generate
 
 pytestmark = pytest.mark.slow  # every test starts a Dask cluster and trains

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lib.dataset import DataError, load_competition, read_sample
-from lib.schema import LABELS
+from lib.core.schema import LABELS
+from lib.data.dataset import DataError, load_competition, read_sample
 
 
 def edit_csv(path: Path, edit) -> None:
@@ -129,7 +129,7 @@ def test_nan_intensities_count_as_zero(tmp_path):
 
 
 def test_prediction_samples_from_competition_and_plain_folders(competition_dir, tmp_path):
-    from lib.dataset import load_prediction_samples
+    from lib.data.dataset import load_prediction_samples
 
     chosen = load_prediction_samples(competition_dir, splits=["test"])
     assert chosen["sample_id"].tolist() == ["S0013", "S0014"]
@@ -170,7 +170,7 @@ def test_duplicate_rows_are_counted_and_kept(tmp_path, order):
 
 
 def test_image_cache_counts_negative_intensities(competition_dir, tmp_path):
-    from lib.images import build_image_cache
+    from lib.data.images import build_image_cache
 
     data = load_competition(competition_dir)
     path = data.metadata["path"].iloc[1]
@@ -182,7 +182,7 @@ def test_image_cache_counts_negative_intensities(competition_dir, tmp_path):
 
 
 def test_image_cache_counts_duplicate_rows(competition_dir, tmp_path):
-    from lib.images import build_image_cache
+    from lib.data.images import build_image_cache
 
     data = load_competition(competition_dir)
     path = data.metadata["path"].iloc[2]
@@ -210,7 +210,7 @@ def test_features_path_outside_the_data_folder_is_refused(competition_dir, featu
 
 @pytest.mark.parametrize("value", ["yes", "2", "True", "-1"])
 def test_prediction_derivatized_csv_accepts_only_0_1_blank(competition_dir, tmp_path, value):
-    from lib.dataset import load_prediction_samples
+    from lib.data.dataset import load_prediction_samples
 
     plain = tmp_path / "new"
     plain.mkdir()

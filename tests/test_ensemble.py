@@ -7,18 +7,22 @@ import pandas as pd
 import pytest
 import torch
 
-from lib import ensemble, runs
-from lib.metrics import aggregated_log_loss
-from lib.schema import LABELS
+from lib.core import families
+from lib.core.metrics import aggregated_log_loss
+from lib.core.schema import LABELS
+from lib.ensemble import collect, selection, submission
+from lib.runs import run_folder
+from lib.train import checkpoint
+from lib.train.checkpoint import check_model_file
 
 
 def test_mean_logits_by_hand():
     probs = np.array([[[0.5] * 9], [[0.9] * 9]])  # 2 runs, 1 sample
-    out = ensemble.mean_logits(probs)
+    out = selection.mean_logits(probs)
     expected = 1 / (1 + np.exp(-(0 + np.log(9)) / 2))  # sigmoid(mean(logit)) = 0.75
     np.testing.assert_allclose(out, np.full((1, 9), expected), rtol=1e-6)
     assert expected == pytest.approx(0.75)
-    clipped = ensemble.mean_logits(np.array([[[0.0] * 9], [[1.0] * 9]]))  # clip 1e-4 each side
+    clipped = selection.mean_logits(np.array([[[0.0] * 9], [[1.0] * 9]]))  # clip 1e-4 each side
     np.testing.assert_allclose(clipped, 0.5, atol=1e-6)
 
 
@@ -27,11 +31,11 @@ def test_selection_score_takes_the_best_clip():
     labels[0] = 1
     confident = np.where(labels == 1, 1.0 - 1e-9, 1e-9)
     confident[1, 0] = 1 - 1e-9  # one confident mistake: clipping helps a lot
-    score, clip = ensemble.selection_score(confident, labels)
+    score, clip = selection.selection_score(confident, labels)
     assert clip > 0
     assert score == pytest.approx(aggregated_log_loss(labels, confident * (1 - 2 * clip) + clip))
     assert score < aggregated_log_loss(labels, confident)
-    assert ensemble.selection_score(np.full((4, 9), 0.25), labels)[1] == 0.0
+    assert selection.selection_score(np.full((4, 9), 0.25), labels)[1] == 0.0
 
 
 def three_runs():
@@ -46,10 +50,10 @@ def three_runs():
 def test_grow_by_one_by_hand():
     probs, labels = three_runs()
     trace = []
-    chosen = ensemble.grow_by_one(probs, labels, trace=trace)
+    chosen = selection.grow_by_one(probs, labels, trace=trace)
     assert chosen == [1]  # the best single run; adding others only hurts
     assert [size for size, _ in trace] == [1, 2, 3]
-    assert trace[0][1] == pytest.approx(ensemble.selection_score(probs[1], labels)[0])
+    assert trace[0][1] == pytest.approx(selection.selection_score(probs[1], labels)[0])
     assert trace[0][1] < trace[1][1] < trace[2][1]
 
 
@@ -58,17 +62,17 @@ def test_grow_by_one_adds_a_complementary_run():
     first = np.array([[0.9] * 9, [0.6] * 9])  # good on sample 0 only
     second = np.array([[0.6] * 9, [0.1] * 9])  # good on sample 1 only
     useless = np.full((2, 9), 0.5)
-    chosen = ensemble.grow_by_one(np.stack([useless, first, second]), labels)
+    chosen = selection.grow_by_one(np.stack([useless, first, second]), labels)
     assert sorted(chosen) == [1, 2] and len(chosen) == 2
 
 
 def test_remove_by_one_by_hand():
     probs, labels = three_runs()
     trace = []
-    kept = ensemble.remove_by_one(probs, labels, trace=trace)
+    kept = selection.remove_by_one(probs, labels, trace=trace)
     assert kept == [1]  # drop the bad run first, then the weaker copy
     assert [size for size, _ in trace] == [3, 2, 1]
-    only_good = ensemble.remove_by_one(probs[:2], labels)
+    only_good = selection.remove_by_one(probs[:2], labels)
     assert only_good == [1]
 
 
@@ -76,32 +80,32 @@ def test_remove_by_one_keeps_everything_when_all_help():
     labels = np.array([[1] * 9, [0] * 9], dtype=float)
     first = np.array([[0.9] * 9, [0.6] * 9])
     second = np.array([[0.6] * 9, [0.1] * 9])
-    assert ensemble.remove_by_one(np.stack([first, second]), labels) == [0, 1]
+    assert selection.remove_by_one(np.stack([first, second]), labels) == [0, 1]
 
 
 def test_make_and_validate_submission():
     fmt = pd.DataFrame({"sample_id": ["S2", "S1"], **{c: 0.5 for c in LABELS}})
     probs = np.array([[0.1] * 9, [0.9] * 9])
-    sub = ensemble.make_submission(["S1", "S2"], probs, fmt)
+    sub = submission.make_submission(["S1", "S2"], probs, fmt)
     assert sub["sample_id"].tolist() == ["S2", "S1"]
     np.testing.assert_allclose(sub[list(LABELS)].to_numpy(), probs[::-1])
     with pytest.raises(ValueError, match="no predictions for 1 submission rows"):
-        ensemble.make_submission(["S1"], probs[:1], fmt)
+        submission.make_submission(["S1"], probs[:1], fmt)
     bad = sub.copy()
     bad.loc[0, "mineral"] = np.nan
     with pytest.raises(ValueError, match="1 NaN probabilities"):
-        ensemble.validate_submission(bad, fmt)
+        submission.validate_submission(bad, fmt)
     bad.loc[0, "mineral"] = 1.5
     with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
-        ensemble.validate_submission(bad, fmt)
+        submission.validate_submission(bad, fmt)
     with pytest.raises(ValueError, match="sample ids differ"):
-        ensemble.validate_submission(sub.iloc[::-1], fmt)
+        submission.validate_submission(sub.iloc[::-1], fmt)
     with pytest.raises(ValueError, match="columns"):
-        ensemble.validate_submission(sub.drop(columns=["mineral"]), fmt)
+        submission.validate_submission(sub.drop(columns=["mineral"]), fmt)
 
 
 def test_check_finite_names_the_samples():
-    from lib.ensemble import check_finite
+    from lib.ensemble.submission import check_finite
 
     values = np.full((4, 9), 0.5)
     check_finite(["a", "b", "c", "d"], values)
@@ -122,12 +126,13 @@ def fake_model_runs(root, name, folds, test_ids, rng, *, order=None, skip_done=(
         logits = rng.normal(size=(len(ids), 9))
         truth.update(zip(ids, logits))
         shuffled = rng.permutation(len(test_ids))
-        runs.write_predictions(run_dir, runs.label_frame(ids[::-1], logits[::-1]),
-                               runs.label_frame(np.array(test_ids)[shuffled],
+        run_folder.write_predictions(run_dir, run_folder.label_frame(ids[::-1], logits[::-1]),
+                               run_folder.label_frame(np.array(test_ids)[shuffled],
                                                 np.full((len(test_ids), 9), float(k))))
-        runs.save_checkpoint(run_dir / runs.CHECKPOINT, {"w": torch.zeros(2)}, {"fold": int(k)})
+        checkpoint.save_checkpoint(run_dir / run_folder.CHECKPOINT, {"w": torch.zeros(2)},
+                                   {"fold": int(k)})
         if k not in skip_done:
-            runs.mark_done(run_dir)
+            run_folder.mark_done(run_dir)
     return truth
 
 
@@ -141,7 +146,7 @@ def test_collect_models_aligns_by_sample_id(tmp_path):
     folds, test_ids = folds_table(), ["S0100", "S0101"]
     truth = fake_model_runs(tmp_path, "a", folds, test_ids, rng, order=[2, 0, 1])
     run_dirs = sorted((tmp_path / "a" / "net").iterdir(), reverse=True)
-    collected = ensemble.collect_models(run_dirs, folds, test_ids)
+    collected = collect.collect_models(run_dirs, folds, test_ids, check_model=check_model_file)
     assert collected.names == ["a/net/seed0"] and not collected.problems
     expected = 1 / (1 + np.exp(-np.stack([truth[s] for s in folds["sample_id"]])))
     np.testing.assert_allclose(collected.oof_probs[0], expected, rtol=1e-5)
@@ -163,9 +168,10 @@ def test_collect_models_reads_the_last_epoch_oof_where_every_fold_has_it(tmp_pat
         for name in ("a", "b"):
             if name == "a" or k != 1:  # b's fold 1 lacks it
                 run_dir = tmp_path / name / "net" / f"fold{k}_seed0"
-                runs.label_frame(ids[::-1], logits[::-1]).to_csv(run_dir / runs.OOF_LOGITS_LAST,
-                                                                 index=False)
-    collected = ensemble.collect_models(sorted(tmp_path.glob("*/net/fold*")), folds, test_ids)
+                run_folder.label_frame(ids[::-1], logits[::-1]).to_csv(
+                    run_dir / run_folder.OOF_LOGITS_LAST, index=False)
+    collected = collect.collect_models(sorted(tmp_path.glob("*/net/fold*")), folds, test_ids,
+                                       check_model=check_model_file)
     assert collected.names == ["a/net/seed0", "b/net/seed0"]
     expected = 1 / (1 + np.exp(-np.stack([last[s] for s in folds["sample_id"]])))
     np.testing.assert_allclose(collected.oof_last_probs[0], expected, rtol=1e-5)
@@ -180,12 +186,12 @@ def test_collect_models_refuses_incomplete_models(tmp_path):
     fake_model_runs(tmp_path, "unfinished", folds, test_ids, rng, skip_done=(1,))
     fake_model_runs(tmp_path, "other_ids", folds, ["S0100", "S0999"], rng)
     fake_model_runs(tmp_path, "nan", folds, test_ids, rng)
-    nan_oof = tmp_path / "nan" / "net" / "fold0_seed0" / runs.OOF_LOGITS
+    nan_oof = tmp_path / "nan" / "net" / "fold0_seed0" / run_folder.OOF_LOGITS
     broken = pd.read_csv(nan_oof)
     broken.loc[0, "mineral"] = np.nan
     broken.to_csv(nan_oof, index=False)
     run_dirs = sorted(tmp_path.glob("*/net/fold*"))
-    collected = ensemble.collect_models(run_dirs, folds, test_ids)
+    collected = collect.collect_models(run_dirs, folds, test_ids, check_model=check_model_file)
     assert collected.names == ["good/net/seed0"]
     problems = "\n".join(collected.problems)
     model = {name: tmp_path / name / "net"
@@ -209,11 +215,12 @@ def test_collect_models_leaves_out_runs_trained_on_other_data(tmp_path):
         for run_dir in (tmp_path / name / "net").iterdir():
             if name != "unrecorded":
                 fingerprint = "abc" if name == "same" or run_dir.name != "fold1_seed0" else "xyz"
-                runs.write_metrics(run_dir, {"data_fingerprint": fingerprint})
+                run_folder.write_metrics(run_dir, {"data_fingerprint": fingerprint})
             else:
-                runs.write_metrics(run_dir, {})
+                run_folder.write_metrics(run_dir, {})
     run_dirs = sorted(tmp_path.glob("*/net/fold*"))
-    collected = ensemble.collect_models(run_dirs, folds, test_ids, fingerprint="abc")
+    collected = collect.collect_models(run_dirs, folds, test_ids, fingerprint="abc",
+                                       check_model=check_model_file)
     assert collected.names == ["same/net/seed0"]
     problems = "\n".join(collected.problems)
     assert (f"other/net/seed0: left out: fold 1: trained on other data "
@@ -221,7 +228,8 @@ def test_collect_models_leaves_out_runs_trained_on_other_data(tmp_path):
             f"this data is abc)") in problems
     assert "unrecorded/net/seed0: left out: fold 0: trained on other data" in problems
     # without a fingerprint to compare with, nothing is checked
-    assert len(ensemble.collect_models(run_dirs, folds, test_ids).names) == 3
+    assert len(collect.collect_models(run_dirs, folds, test_ids,
+                                  check_model=check_model_file).names) == 3
 
 
 def test_collect_models_leaves_out_models_whose_model_file_does_not_load(tmp_path):
@@ -232,12 +240,13 @@ def test_collect_models_leaves_out_models_whose_model_file_does_not_load(tmp_pat
         fake_model_runs(tmp_path, name, folds, test_ids, rng)
     fold = {name: tmp_path / name / "net" / "fold1_seed0"
             for name in ("truncated", "deleted", "feature")}
-    checkpoint = fold["truncated"] / runs.CHECKPOINT
+    checkpoint = fold["truncated"] / run_folder.CHECKPOINT
     checkpoint.write_bytes(checkpoint.read_bytes()[:200])
-    (fold["deleted"] / runs.CHECKPOINT).unlink()
-    (fold["feature"] / runs.CHECKPOINT).unlink()
+    (fold["deleted"] / run_folder.CHECKPOINT).unlink()
+    (fold["feature"] / run_folder.CHECKPOINT).unlink()
     (fold["feature"] / "feature_model.json").write_text('{"format": "mars-gcms feature mo')
-    collected = ensemble.collect_models(sorted(tmp_path.glob("*/net/fold*")), folds, test_ids)
+    collected = collect.collect_models(sorted(tmp_path.glob("*/net/fold*")), folds, test_ids,
+                                       check_model=check_model_file)
     assert collected.names == ["good/net/seed0"]
     problems = "\n".join(collected.problems)
     assert (f"truncated/net/seed0: left out: fold 1: {checkpoint}: cannot load the "
@@ -254,20 +263,20 @@ def test_select_keeps_the_better_procedure_and_indexes_the_full_axis():
     truth_like = np.clip(labels * 0.7 + 0.15 + rng.normal(0, 0.1, labels.shape), 0.01, 0.99)
     noise = rng.uniform(0.05, 0.95, size=(3, 60, 9))
     oof = np.concatenate([noise, truth_like[None]])  # run 3 is the informative one
-    picked = ensemble.select(oof, labels)
+    picked = selection.select(oof, labels)
     assert 3 in picked.chosen and picked.method in picked.scores
     assert picked.score == min(picked.scores.values())
-    only_noise = ensemble.select(oof, labels, candidates=[0, 2])
+    only_noise = selection.select(oof, labels, candidates=[0, 2])
     assert set(only_noise.chosen) <= {0, 2} and only_noise.score > picked.score
     with pytest.raises(ValueError, match="no candidate"):
-        ensemble.select(oof, labels, candidates=[])
+        selection.select(oof, labels, candidates=[])
 
 
 def test_model_family_from_the_backbone():
-    assert ensemble.model_family("features_lr/logistic/seed0") == "features: logistic"
-    assert ensemble.model_family("features_gbm/lightgbm/seed1") == "features: lightgbm"
-    assert ensemble.model_family("demo_seq1d/seq1d_tiny/seed0") == "1D sequence"
-    assert ensemble.model_family("demo/mobilenetv3_small_100/seed0") == "2D CNN"
+    assert families.model_family("features_lr/logistic/seed0") == "features: logistic"
+    assert families.model_family("features_gbm/lightgbm/seed1") == "features: lightgbm"
+    assert families.model_family("demo_seq1d/seq1d_tiny/seed0") == "1D sequence"
+    assert families.model_family("demo/mobilenetv3_small_100/seed0") == "2D CNN"
 
 
 def test_without_each_family_selects_from_the_other_families_only():
@@ -275,8 +284,8 @@ def test_without_each_family_selects_from_the_other_families_only():
     labels = rng.integers(0, 2, size=(40, 9))
     oof = rng.uniform(0.05, 0.95, size=(4, 40, 9))
     names = ["a/resnet18/seed0", "b/logistic/seed0", "c/seq1d/seed0", "d/resnet18/seed1"]
-    result = ensemble.without_each_family(names, oof, labels)
+    result = selection.without_each_family(names, oof, labels)
     assert list(result) == ["2D CNN", "features: logistic", "1D sequence"]
     assert set(result["2D CNN"].chosen) <= {1, 2}
     assert set(result["1D sequence"].chosen) <= {0, 1, 3}
-    assert ensemble.without_each_family(names[:1], oof[:1], labels) == {"2D CNN": None}
+    assert selection.without_each_family(names[:1], oof[:1], labels) == {"2D CNN": None}

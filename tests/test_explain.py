@@ -16,27 +16,25 @@ import torch
 import yaml
 from torch import nn
 
-from lib import explain, explain_features
-from lib.dataset import load_competition
-from lib.ensemble import LOGIT_CLIP, mean_logits
-from lib.feature_models import (
-    FeatureSettings,
-    fit_feature_model,
-    load_feature_model,
-    parsed_booster,
-    predict_feature_logits,
-    save_feature_model,
-)
-from lib.features import image_features
-from lib.folds import load_or_make_folds
-from lib.images import cache_path, load_image_cache
-from lib.inference import load_run_model
-from lib.models import build_model
-from lib.paths import REPO_ROOT, dataset_work_dir
-from lib.runs import mark_done, save_checkpoint, write_metrics
-from lib.schema import HELIUM_MASS, LABELS
+from lib.core.logits import LOGIT_CLIP
+from lib.core.paths import REPO_ROOT, dataset_work_dir
+from lib.core.schema import HELIUM_MASS, LABELS
+from lib.data.dataset import load_competition
+from lib.data.features import image_features
+from lib.data.folds import load_or_make_folds
+from lib.data.images import cache_path, load_image_cache
+from lib.ensemble.selection import mean_logits
+from lib.explain import cam, explainer, occlusion, scoring
+from lib.explain import features as explain_features
+from lib.models.cnn import build_model
+from lib.models.feature_models import fit_feature_model, parsed_booster, predict_feature_logits
+from lib.models.feature_settings import FeatureSettings
+from lib.models.model_file import load_feature_model, save_feature_model
+from lib.runs.run_folder import mark_done, write_metrics
 from lib.synthetic import generate
-from lib.training import DeviceImages
+from lib.train.checkpoint import save_checkpoint
+from lib.train.device import DeviceImages
+from lib.train.predict import load_run_model
 
 # widths 32, 64, 96: HRNet fuses its branches only at multiples of 32 (the real 192 +- 64 are)
 M_BINS, T_BINS, OFFSETS = 64, 64, (-32, 0, 32)
@@ -71,10 +69,10 @@ def test_cam_maps_for_every_backbone_family(backbone, head):
     # the CAM's wrapper computes exactly the model's logits at each width
     for width in (32, 64, 96):
         with torch.no_grad():
-            np.testing.assert_allclose(explain._AtWidth(model, width)(x).numpy(),
+            np.testing.assert_allclose(cam._AtWidth(model, width)(x).numpy(),
                                        model.forward_width(x, width).numpy(), atol=1e-5)
     for label in range(len(LABELS)):  # random weights: a label's CAM may be negative everywhere
-        maps = explain.cam_maps(model, x, label)
+        maps = cam.cam_maps(model, x, label)
         assert maps.shape == (2, M_BINS, T_BINS) and maps.dtype == np.float32
         assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1 + 1e-6
         if maps.max() > 0:
@@ -86,14 +84,14 @@ def test_cam_maps_for_every_backbone_family(backbone, head):
 def test_hirescam_layercam_and_a_named_target_layer():
     model = tiny_model("resnet34", "cls3")
     x = tiny_input(1)
-    hires = explain.cam_maps(model, x, 0, method="hirescam")
-    layer = explain.cam_maps(model, x, 0, method="layercam", target_layer="backbone.layer2")
-    staged = explain.cam_maps(model, x, 0, target_layer="backbone.layer3")
+    hires = cam.cam_maps(model, x, 0, method="hirescam")
+    layer = cam.cam_maps(model, x, 0, method="layercam", target_layer="backbone.layer2")
+    staged = cam.cam_maps(model, x, 0, target_layer="backbone.layer3")
     for maps in (hires, layer, staged):
         assert maps.shape == (1, M_BINS, T_BINS) and np.isfinite(maps).all() and maps.min() >= 0
-    assert not np.allclose(staged, explain.cam_maps(model, x, 0))  # another layer, another map
+    assert not np.allclose(staged, cam.cam_maps(model, x, 0))  # another layer, another map
     with pytest.raises(ValueError, match="method must be one of"):
-        explain.cam_maps(model, x, 0, method="saliency")
+        cam.cam_maps(model, x, 0, method="saliency")
 
 
 @pytest.mark.parametrize("backbone", ["seq1d_tiny", "mobilenetv3_small_100"])
@@ -111,7 +109,7 @@ def test_cam_at_the_input_is_gradient_times_input(backbone):
         expected.append(cell)
     model.zero_grad(set_to_none=True)
     for method in ("hirescam", "layercam"):  # the same for a non-negative input
-        maps = explain.cam_maps(model, x, 3, method=method, target_layer=explain.INPUT_LAYER)
+        maps = cam.cam_maps(model, x, 3, method=method, target_layer=cam.INPUT_LAYER)
         assert maps.shape == (2, M_BINS, T_BINS) and maps.dtype == np.float32
         np.testing.assert_allclose(maps, np.mean(expected, axis=0), atol=1e-4)
         assert maps[0, 5:9].max() == 0 and maps.max() > 0
@@ -120,12 +118,12 @@ def test_cam_at_the_input_is_gradient_times_input(backbone):
 
 def test_target_layer_errors_name_the_backbone_and_the_module():
     model = tiny_model("resnet34", "cls3")
-    with pytest.raises(explain.TargetLayerError, match=r"ResNet: no module 'backbone.layer5'.*"
+    with pytest.raises(cam.TargetLayerError, match=r"ResNet: no module 'backbone.layer5'.*"
                                                        r"backbone.layer4"):
-        explain.find_target_layer(model, "backbone.layer5")
-    with pytest.raises(explain.TargetLayerError, match=r"'backbone.fc' gives shape \(1, 1000\)"):
-        explain.find_target_layer(model, "backbone.fc")
-    assert explain.find_target_layer(model, "backbone.layer4") == "backbone.layer4"
+        cam.find_target_layer(model, "backbone.layer5")
+    with pytest.raises(cam.TargetLayerError, match=r"'backbone.fc' gives shape \(1, 1000\)"):
+        cam.find_target_layer(model, "backbone.fc")
+    assert cam.find_target_layer(model, "backbone.layer4") == "backbone.layer4"
 
 
 def _row_sum_predictor(weights: np.ndarray):
@@ -146,18 +144,18 @@ def test_occlusion_measures_each_rows_share_of_the_logit():
     weights = rng.normal(size=(M_BINS, len(LABELS)))
     weights[20] = 0  # a row the predictor does not use
     predict, calls = _row_sum_predictor(weights)
-    drops = explain.occlusion_drops(predict, image, batch_size=16)
+    drops = occlusion.occlusion_drops(predict, image, batch_size=16)
     assert drops.shape == (M_BINS, len(LABELS)) and drops.dtype == np.float32
     expected = image.sum(axis=1)[:, None] * weights
     np.testing.assert_allclose(drops, expected, rtol=1e-4, atol=1e-4)
     assert np.abs(drops[[20, 40]]).max() < 1e-4
     assert calls[0] == 1 and max(calls) == 16 and sum(calls) == 1 + M_BINS - 1  # row 40 skipped
     # bands: every row of a band gets the band's drop
-    banded = explain.occlusion_drops(predict, image, band=8)
+    banded = occlusion.occlusion_drops(predict, image, band=8)
     assert (banded[::8] == banded[1::8]).all() and (banded[::8] == banded[7::8]).all()
     np.testing.assert_allclose(banded[0], expected[:8].sum(axis=0), rtol=1e-4, atol=1e-4)
     # two passes: label 0's two best bands of 8 rows row by row, the rest spread over its rows
-    refined = explain.occlusion_drops(predict, image, coarse=8, refine_labels=[0], keep=2)
+    refined = occlusion.occlusion_drops(predict, image, coarse=8, refine_labels=[0], keep=2)
     best = np.argsort(-banded[::8, 0])[:2]
     fine = np.isin(np.arange(M_BINS) // 8, best)
     np.testing.assert_allclose(refined[fine], expected[fine], rtol=1e-4, atol=1e-4)
@@ -168,12 +166,12 @@ def test_cnn_predictor_is_the_model_on_its_model_input():
     model = tiny_model("test_efficientnet", "cls3")
     images = np.random.default_rng(0).random((3, M_BINS, T_BINS)).astype(np.float32)
     config = dict(norm="mass", transform="log")
-    logits = explain.cnn_predictor(model, config, derivatized=1)(images)
+    logits = occlusion.cnn_predictor(model, config, derivatized=1)(images)
     data = DeviceImages(images, np.ones(3), torch.device("cpu"))
     with torch.no_grad():
         direct = model(data.model_input(torch.arange(3), "mass", "log")).numpy()
     np.testing.assert_allclose(logits, direct, atol=1e-5)
-    other = explain.cnn_predictor(model, config, derivatized=0)(images)
+    other = occlusion.cnn_predictor(model, config, derivatized=0)(images)
     assert not np.allclose(other, direct)  # the other channel
 
 
@@ -181,7 +179,7 @@ def test_ensemble_predictor_averages_clipped_logits():
     def constant(value):
         return lambda images: np.full((len(images), len(LABELS)), value, dtype=float)
 
-    predict = explain.ensemble_predictor([constant(1.0), constant(3.0), constant(-50.0)])
+    predict = occlusion.ensemble_predictor([constant(1.0), constant(3.0), constant(-50.0)])
     bound = np.log((1 - LOGIT_CLIP) / LOGIT_CLIP)  # the ensemble clips probabilities
     np.testing.assert_allclose(predict(np.zeros((2, 4, 4))), (1 + 3 - bound) / 3)
     probs = 1 / (1 + np.exp(-np.array([1.0, 3.0, -50.0])))
@@ -266,21 +264,21 @@ def test_truth_region_and_shares():
     rows = pd.DataFrame({"mz": [57, 43, 57, 300, HELIUM_MASS, np.nan],  # NaN: a row without ion
                          "t_start_min": [2.0, 2.0, 6.0, 2.0, 0.0, np.nan],
                          "t_end_min": [2.5, 2.5, 6.0, 2.5, 9.0, np.nan]})
-    region = explain.truth_region(rows, run_start=1.0, run_end=10.0, m_bins=M_BINS * 2,
+    region = scoring.truth_region(rows, run_start=1.0, run_end=10.0, m_bins=M_BINS * 2,
                                   t_bins=10)
     assert region.shape == (128, 10)
     assert np.flatnonzero(region.any(axis=1)).tolist() == [43, 57]  # 300, helium: off the image
     assert np.flatnonzero(region[57]).tolist() == [1, 2, 5]  # bins of 2.0-2.5 min and 6.0 min
     assert np.flatnonzero(region[43]).tolist() == [1, 2]
     rng = np.random.default_rng(0)
-    assert explain.region_share(region.astype(float), region) == 1.0
+    assert scoring.region_share(region.astype(float), region) == 1.0
     uniform = np.ones(region.shape)
-    assert explain.region_share(uniform, region) == pytest.approx(5 / 1280)
-    assert explain.chance_share(uniform, region, rng) == pytest.approx(5 / 1280)
-    assert explain.chance_share(region.astype(float), region, rng) < 0.1
-    assert np.isnan(explain.region_share(np.zeros(region.shape), region))
+    assert scoring.region_share(uniform, region) == pytest.approx(5 / 1280)
+    assert scoring.chance_share(uniform, region, rng) == pytest.approx(5 / 1280)
+    assert scoring.chance_share(region.astype(float), region, rng) < 0.1
+    assert np.isnan(scoring.region_share(np.zeros(region.shape), region))
 
-    scores = explain.score_sample(region.astype(float), region.any(axis=1) * 1.0, region, rng)
+    scores = scoring.score_sample(region.astype(float), region.any(axis=1) * 1.0, region, rng)
     assert scores["map_share"] == 1 and scores["occlusion_share"] == 1
     assert scores["top5_hit_rate"] == 1 and scores["map_top5_hit_rate"] == 1
     assert scores["chance_share"] < 0.1 and scores["occlusion_chance_share"] == 2 / 127
@@ -288,10 +286,10 @@ def test_truth_region_and_shares():
 
 def test_top_hit_rate():
     scores = np.array([0.0, 5, 4, 3, 2, 1, 0.5])
-    assert explain.top_hit_rate(scores, [1, 2], k=5) == 1.0
-    assert explain.top_hit_rate(scores, [1, 6], k=5) == 0.5
-    assert explain.top_hit_rate(scores, [0, 6], k=5) == 0.0
-    assert np.isnan(explain.top_hit_rate(scores, []))
+    assert scoring.top_hit_rate(scores, [1, 2], k=5) == 1.0
+    assert scoring.top_hit_rate(scores, [1, 6], k=5) == 0.5
+    assert scoring.top_hit_rate(scores, [0, 6], k=5) == 0.0
+    assert np.isnan(scoring.top_hit_rate(scores, []))
 
 
 def test_summary_keeps_shares_in_unit_interval_with_intervals_and_counts():
@@ -299,7 +297,7 @@ def test_summary_keeps_shares_in_unit_interval_with_intervals_and_counts():
                                "label": ["aromatic", "aromatic", "mineral"],
                                "map_share": [0.2, 0.4, np.nan],
                                "top5_hit_rate": [1.0, 0.0, 0.5]})
-    summary = explain.summarize_scores(per_sample)
+    summary = scoring.summarize_scores(per_sample)
     assert set(summary) == {"aromatic", "mineral"}
     aromatic = summary["aromatic"]
     assert aromatic["map_share"] == pytest.approx(0.3) and aromatic["top5_hit_rate"] == 0.5
@@ -312,14 +310,14 @@ def test_summary_keeps_shares_in_unit_interval_with_intervals_and_counts():
 def test_bootstrap_interval():
     rng = np.random.default_rng(0)
     values = rng.normal(0.5, 0.1, 40)
-    low, high = explain.bootstrap_interval(values, rng)
+    low, high = scoring.bootstrap_interval(values, rng)
     assert low < values.mean() < high
     # about 1.645 standard errors each side
     assert high - low == pytest.approx(2 * 1.645 * values.std() / np.sqrt(40), rel=0.2)
-    wide = explain.bootstrap_interval(values[:4], rng)
+    wide = scoring.bootstrap_interval(values[:4], rng)
     assert wide[1] - wide[0] > high - low
-    assert explain.bootstrap_interval([0.3, np.nan], rng) == (0.3, 0.3)
-    assert all(np.isnan(explain.bootstrap_interval([np.nan], rng)))
+    assert scoring.bootstrap_interval([0.3, np.nan], rng) == (0.3, 0.3)
+    assert all(np.isnan(scoring.bootstrap_interval([np.nan], rng)))
 
 
 # ---- explain_model and explain_ensemble on hand-made run folders ---------------------------------
@@ -372,7 +370,7 @@ def tiny_cache():
 def test_explain_model_goes_on_past_bad_runs_and_labels(tmp_path, tiny_cache):
     cache, labels, folds = tiny_cache
     runs = {0: _run_folder(tmp_path, 0), 1: _run_folder(tmp_path, 1, checkpoint=False)}
-    result = explain.explain_model("demo/m/seed0", runs, cache, labels, folds,
+    result = explainer.explain_model("demo/m/seed0", runs, cache, labels, folds,
                                    labels=["aromatic", "mineral", "alcohol"], n_per_label=5,
                                    cam_method="gradcam")
     problems = "\n".join(result.problems)
@@ -389,7 +387,7 @@ def test_explain_model_goes_on_past_bad_runs_and_labels(tmp_path, tiny_cache):
     probs = result.probs["S0000"]
     assert probs.shape == (len(LABELS),) and ((probs > 0) & (probs < 1)).all()
     # samples whose run cannot show the label are not drawn
-    hidden = explain.explain_model("demo/m/seed0", runs, cache, labels, folds,
+    hidden = explainer.explain_model("demo/m/seed0", runs, cache, labels, folds,
                                    labels=["aromatic"], n_per_label=5, methods=["occlusion"],
                                    hidden={"aromatic": {"S0000"}})
     assert hidden.picked == {"aromatic": ["S0004"]} and not hidden.maps
@@ -398,7 +396,7 @@ def test_explain_model_goes_on_past_bad_runs_and_labels(tmp_path, tiny_cache):
 def test_explain_model_reports_a_target_layer_that_is_not_there(tmp_path, tiny_cache):
     cache, labels, folds = tiny_cache
     runs = {0: _run_folder(tmp_path, 0, head="flatM")}
-    result = explain.explain_model("demo/m/seed0", runs, cache, labels, folds,
+    result = explainer.explain_model("demo/m/seed0", runs, cache, labels, folds,
                                    labels=["aromatic"], n_per_label=1, target_layer="backbone.x")
     assert any("fold0_seed0: MobileNetV3Features: no module 'backbone.x'" in p
                for p in result.problems)
@@ -408,33 +406,33 @@ def test_explain_model_reports_a_target_layer_that_is_not_there(tmp_path, tiny_c
 def test_explain_a_sequence_model(tmp_path, tiny_cache):
     cache, labels, folds = tiny_cache
     runs = {0: _run_folder(tmp_path, 0, backbone="seq1d_tiny")}
-    result = explain.explain_model("demo/seq1d_tiny/seed0", runs, cache, labels, folds,
+    result = explainer.explain_model("demo/seq1d_tiny/seed0", runs, cache, labels, folds,
                                    labels=["aromatic"], n_per_label=2)
     assert not result.problems and result.family == "cnn"
     assert result.map_method == "hirescam at input"  # it has no 2D feature map
     maps = result.maps["aromatic"]
     assert set(maps) == set(result.drops) == {"S0000", "S0004"}
     assert all(m.shape == (M_BINS, T_BINS) and m.max() > 0 for m in maps.values())
-    last = explain.explain_model("demo/seq1d_tiny/seed0", runs, cache, labels, folds,
+    last = explainer.explain_model("demo/seq1d_tiny/seed0", runs, cache, labels, folds,
                                  labels=["aromatic"], n_per_label=1, target_layer="")
     assert "has no forward_features; name a target layer (or 'input')" in last.problems[0]
     assert len(last.drops) == 1  # occlusion still explains it
 
 
 def test_default_cam_per_backbone():
-    for backbone, (method, layer) in explain.CAM_DEFAULTS.items():
-        assert method in explain.CAM_METHODS
-        assert explain.default_cam(f"{backbone}.some_tag") == (method, layer)
+    for backbone, (method, layer) in cam.CAM_DEFAULTS.items():
+        assert method in cam.CAM_METHODS
+        assert cam.default_cam(f"{backbone}.some_tag") == (method, layer)
         model = tiny_model(backbone, "cls3")
-        assert explain.find_target_layer(model, layer or None) == layer
-    assert explain.default_cam("unlisted_net") == ("layercam", "")
+        assert cam.find_target_layer(model, layer or None) == layer
+    assert cam.default_cam("unlisted_net") == ("layercam", "")
 
 
 def test_explain_a_feature_model_and_the_ensemble(tmp_path, tiny_cache):
     cache, labels, folds = tiny_cache
     features = {k: _feature_folder(tmp_path, k, cache, labels, folds) for k in (0, 1)}
     cnn = {0: _run_folder(tmp_path, 0), 1: _run_folder(tmp_path, 1)}
-    result = explain.explain_model("features_lr/logistic/seed0", features, cache, labels, folds,
+    result = explainer.explain_model("features_lr/logistic/seed0", features, cache, labels, folds,
                                    labels=["aromatic", "mineral"], n_per_label=2)
     assert result.family == "feature" and not result.problems
     assert result.map_method == "coefficient x standardised feature value"
@@ -444,7 +442,7 @@ def test_explain_a_feature_model_and_the_ensemble(tmp_path, tiny_cache):
     assert set(result.drops) == {s for ids in result.picked.values() for s in ids}
 
     members = {"demo/m/seed0": cnn, "features_lr/logistic/seed0": features}
-    ensemble = explain.explain_ensemble(members, cache, labels, folds, labels=["aromatic"],
+    ensemble = explainer.explain_ensemble(members, cache, labels, folds, labels=["aromatic"],
                                         n_per_label=3, coarse=0)
     assert ensemble.name == "ensemble" and ensemble.family == "ensemble" and not ensemble.maps
     assert ensemble.picked == {"aromatic": ["S0000", "S0003", "S0004"]}
@@ -452,15 +450,15 @@ def test_explain_a_feature_model_and_the_ensemble(tmp_path, tiny_cache):
     fold_of_s3 = 1
     cnn_model, config = load_run_model(cnn[fold_of_s3], "cpu")
     lr = load_feature_model(features[fold_of_s3] / "feature_model.json")
-    expected = explain.ensemble_predictor([explain.cnn_predictor(cnn_model, config, 1),
-                                           explain.feature_predictor(lr, 1)])(
+    expected = occlusion.ensemble_predictor([occlusion.cnn_predictor(cnn_model, config, 1),
+                                           occlusion.feature_predictor(lr, 1)])(
         cache["images"][3:4])[0]
     np.testing.assert_allclose(ensemble.probs["S0003"], 1 / (1 + np.exp(-expected)), rtol=1e-5)
     # emptying a row changes the ensemble's logit by the mean of its members' clipped changes
-    member_drops = [explain.occlusion_drops(explain.ensemble_predictor([member]),
+    member_drops = [occlusion.occlusion_drops(occlusion.ensemble_predictor([member]),
                                             cache["images"][3])
-                    for member in (explain.cnn_predictor(cnn_model, config, 1),
-                                   explain.feature_predictor(lr, 1))]
+                    for member in (occlusion.cnn_predictor(cnn_model, config, 1),
+                                   occlusion.feature_predictor(lr, 1))]
     np.testing.assert_allclose(ensemble.drops["S0003"], np.mean(member_drops, axis=0),
                                atol=1e-4)
 
@@ -472,14 +470,14 @@ def test_ensemble_leaves_out_the_folds_a_member_cannot_predict(tmp_path, tiny_ca
     members = {"demo/m/seed0": {0: _run_folder(tmp_path, 0), 1: _run_folder(tmp_path, 1)},
                "features_lr/logistic/seed0": features,
                "demo/untrained/seed0": {}}
-    ensemble = explain.explain_ensemble(members, cache, labels, folds,
+    ensemble = explainer.explain_ensemble(members, cache, labels, folds,
                                         labels=["aromatic"], n_per_label=3)
     problems = "\n".join(ensemble.problems)
     assert "fold1_seed0: a feature model (logistic) without feature_model.json" in problems
     assert "demo/untrained/seed0: no run folder" in problems
     assert "no fold that every member can predict" in problems and not ensemble.drops
     del members["demo/untrained/seed0"]
-    ensemble = explain.explain_ensemble(members, cache, labels, folds,
+    ensemble = explainer.explain_ensemble(members, cache, labels, folds,
                                         labels=["aromatic"], n_per_label=3)
     assert ensemble.picked == {"aromatic": ["S0000", "S0004"]}  # fold 0 only
     assert set(ensemble.drops) == {"S0000", "S0004"}
@@ -495,17 +493,17 @@ def test_ensemble_leaves_out_the_folds_a_member_cannot_predict(tmp_path, tiny_ca
 def test_settings_that_cannot_be_used_are_refused(tmp_path, tiny_cache, settings, message):
     chosen = dict(n_samples=2, methods=["map", "occlusion"], cam_method="") | settings
     with pytest.raises(ValueError, match=message):
-        explain.check_settings(**chosen)
+        explainer.check_settings(**chosen)
     cache, labels, folds = tiny_cache
     with pytest.raises(ValueError, match=message):  # not an empty explanation
-        explain.explain_model("demo/m/seed0", {0: _run_folder(tmp_path, 0)}, cache, labels,
+        explainer.explain_model("demo/m/seed0", {0: _run_folder(tmp_path, 0)}, cache, labels,
                               folds, n_per_label=chosen["n_samples"], methods=chosen["methods"],
                               cam_method=chosen["cam_method"])
 
 
 def test_the_setting_is_named():
     with pytest.raises(ValueError, match="n_model_samples .* at least 1, got 0"):
-        explain.check_settings(0, ["map"], name="n_model_samples")
+        explainer.check_settings(0, ["map"], name="n_model_samples")
 
 
 def test_scores_document_and_its_file(tmp_path):
@@ -513,9 +511,9 @@ def test_scores_document_and_its_file(tmp_path):
                                "sample_id": ["S1", "S2", "S1"], "label": "aromatic",
                                "occlusion_share": [0.5, 0.7, 0.1],
                                "occlusion_chance_share": 0.02})
-    models = {"a/b/seed0": explain.ModelExplanation("a/b/seed0"),
-              "c/d/seed0": explain.ModelExplanation("c/d/seed0", problems=["c: not trained"])}
-    document = explain.scores_document(explain.ModelExplanation("ensemble"), models,
+    models = {"a/b/seed0": explainer.ModelExplanation("a/b/seed0"),
+              "c/d/seed0": explainer.ModelExplanation("c/d/seed0", problems=["c: not trained"])}
+    document = scoring.scores_document(explainer.ModelExplanation("ensemble"), models,
                                        ["a/b/seed0"], per_sample)
     assert document["ensemble"]["aromatic"]["occlusion_share"] == pytest.approx(0.6)
     assert document["ensemble"]["aromatic"]["samples"] == 2
@@ -524,15 +522,15 @@ def test_scores_document_and_its_file(tmp_path):
     assert document["models"]["c/d/seed0"] == {"chosen": False, "labels": {},
                                                "problems": ["c: not trained"]}
     path = tmp_path / "explain_scores.json"
-    assert explain.save_scores(tmp_path, document, "unused") == f"wrote {path}"
+    assert scoring.save_scores(tmp_path, document, "unused") == f"wrote {path}"
     assert json.loads(path.read_text()) == document
-    nothing = explain.scores_document(None, {"c/d/seed0": models["c/d/seed0"]}, [],
+    nothing = scoring.scores_document(None, {"c/d/seed0": models["c/d/seed0"]}, [],
                                       per_sample.iloc[:0])
-    said = explain.save_scores(tmp_path, nothing, "no truth.csv in the data folder")
+    said = scoring.save_scores(tmp_path, nothing, "no truth.csv in the data folder")
     assert said == (f"no scores (no truth.csv in the data folder): removed {path}, which an "
                     f"earlier execution wrote")
     assert not path.exists()
-    assert "not written" in explain.save_scores(tmp_path, {}, "no truth.csv")
+    assert "not written" in scoring.save_scores(tmp_path, {}, "no truth.csv")
 
 
 def test_hidden_positives_and_true_ions():
@@ -540,8 +538,8 @@ def test_hidden_positives_and_true_ions():
                           "role": ["label", "label", "label", "confuser"],
                           "label": ["aromatic", "mineral", "aromatic", ""],
                           "mz": [78, np.nan, 91, 78]})
-    assert explain.hidden_positives(truth) == {"mineral": {"S1"}}
-    shares = explain.true_ion_shares(truth, {"aromatic": ["S1", "S2"], "mineral": ["S1"],
+    assert scoring.hidden_positives(truth) == {"mineral": {"S1"}}
+    shares = scoring.true_ion_shares(truth, {"aromatic": ["S1", "S2"], "mineral": ["S1"],
                                              "alcohol": []})
     assert shares == {"aromatic": {78: 0.5, 91: 0.5}, "mineral": {}}
 
@@ -647,7 +645,7 @@ def _check_scores(entry):
             if key.endswith("_interval"):
                 assert 0 <= value[0] <= scores[key[:-len("_interval")]] <= value[1] <= 1
             elif key != "samples":
-                assert key in explain.SCORE_KEYS and 0 <= value <= 1
+                assert key in scoring.SCORE_KEYS and 0 <= value <= 1
 
 
 @pytest.mark.slow

@@ -14,24 +14,16 @@ import papermill as pm
 import pytest
 import yaml
 
-from lib import explain_features
-from lib.feature_models import (
-    FEATURE_MODEL,
-    FeatureSettings,
-    ModelFileError,
-    build_mlp,
-    fit_feature_model,
-    load_feature_model,
-    mlp_shapes,
-    predict_feature_logits,
-    save_feature_model,
-)
-from lib.feature_settings import feature_settings
-from lib.features import image_features, n_features
-from lib.paths import REPO_ROOT
-from lib.plans import PlanError, check_parameters, check_runs, expand_plan, load_plan
-from lib.runs import is_done, read_logits, read_metrics
-from lib.schema import LABELS, N_LABELS
+from lib.core.paths import REPO_ROOT
+from lib.core.schema import LABELS, N_LABELS
+from lib.data.features import image_features, n_features
+from lib.explain import features as explain_features
+from lib.models.feature_models import fit_feature_model, predict_feature_logits
+from lib.models.feature_settings import FeatureSettings, feature_settings
+from lib.models.mlp import build_mlp, mlp_shapes
+from lib.models.model_file import ModelFileError, load_feature_model, save_feature_model
+from lib.runs.plans import PlanError, check_parameters, check_runs, expand_plan, load_plan
+from lib.runs.run_folder import FEATURE_MODEL, is_done, read_logits, read_metrics
 from lib.synthetic import generate
 
 TINY_MLP = dict(hidden=[16], mlp_epochs=30, mlp_lr=1e-2, mlp_batch_size=8, threads=1)

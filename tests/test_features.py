@@ -18,20 +18,13 @@ import pytest
 import yaml
 from sklearn.linear_model import LogisticRegression
 
-from lib.feature_models import (
-    FEATURE_MODEL,
-    FeatureSettings,
-    ModelFileError,
-    fit_feature_model,
-    load_feature_model,
-    log_features,
-    predict_feature_logits,
-    save_feature_model,
-)
-from lib.features import image_features, n_features
-from lib.paths import REPO_ROOT
-from lib.runs import is_done, read_logits, read_metrics
-from lib.schema import LABELS, N_LABELS
+from lib.core.paths import REPO_ROOT
+from lib.core.schema import LABELS, N_LABELS
+from lib.data.features import image_features, n_features
+from lib.models.feature_models import fit_feature_model, log_features, predict_feature_logits
+from lib.models.feature_settings import FeatureSettings
+from lib.models.model_file import ModelFileError, load_feature_model, save_feature_model
+from lib.runs.run_folder import FEATURE_MODEL, is_done, read_logits, read_metrics
 from lib.synthetic import generate
 
 # ---- features ----------------------------------------------------------------------------------

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import fold_run
-from lib.dataset import load_competition
-from lib.runs import (
+from lib.core.schema import LABELS, N_LABELS
+from lib.data.dataset import load_competition
+from lib.runs import fold_run
+from lib.runs.run_folder import (
     DONE,
     OOF_LOGITS,
     OOF_LOGITS_LAST,
@@ -20,7 +21,6 @@ from lib.runs import (
     read_logits,
     read_metrics,
 )
-from lib.schema import LABELS, N_LABELS
 
 
 def folds_of(data, n_folds: int = 5) -> pd.DataFrame:

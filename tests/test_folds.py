@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.folds import make_folds
-from lib.schema import LABELS
+from lib.core.schema import LABELS
+from lib.data.folds import make_folds
 
 
 def label_table(n: int = 300, seed: int = 0) -> pd.DataFrame:
@@ -44,7 +44,7 @@ def test_folds_need_label_columns():
 
 
 def test_folds_files_are_keyed_by_their_setting(tmp_path):
-    from lib.folds import check_fold, folds_file, load_or_make_folds
+    from lib.data.folds import check_fold, folds_file, load_or_make_folds
 
     labels = label_table(60)
     five = load_or_make_folds(tmp_path, labels, n_folds=5, seed=42)

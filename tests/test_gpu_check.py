@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from lib.paths import REPO_ROOT
+from lib.core.paths import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "scripts" / "gpu_check.sh"
 PHASES = ["environment", "throughput", "data", "runs_per_gpu", "precision", "hrnet_fold"]

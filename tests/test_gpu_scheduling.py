@@ -15,18 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from lib import cluster
-from lib.paths import REPO_ROOT
-from lib.plans import expand_plan, load_plan
-from lib.precision import precision_label
-from lib.runs import METRICS, is_done
-from lib.sweep import (
-    _finished_status,
-    data_fingerprints,
-    read_attempts,
-    resolve_devices,
-    run_sweep,
-)
+from lib.core.paths import REPO_ROOT
+from lib.core.precision import precision_label
+from lib.runs.plans import expand_plan, load_plan
+from lib.runs.run_folder import METRICS, is_done
+from lib.sweep import batch, local, preflight
+from lib.sweep.schedule import data_fingerprints, resolve_devices, run_sweep
+from lib.sweep.tasks import _finished_status, read_attempts
 from lib.synthetic import generate
 
 TINY = dict(m_bins=64, t_bins=96, tta_offsets=[-32, 0, 32], epochs=2, batch_size=4,
@@ -59,7 +54,7 @@ def test_exactly_k_runs_share_a_gpu_for_every_k_up_to_16(tmp_path):
             folder, release = tmp_path / f"k{k}", tmp_path / f"k{k}" / "release"
             folder.mkdir()
             futures = [client.submit(hold, i, str(folder), str(release), pure=False,
-                                     resources={"GPU": cluster.gpu_share(k)})
+                                     resources={"GPU": local.gpu_share(k)})
                        for i in range(k + 1)]
             deadline = time.time() + 30
             while started(folder) < k and time.time() < deadline:
@@ -71,15 +66,15 @@ def test_exactly_k_runs_share_a_gpu_for_every_k_up_to_16(tmp_path):
 
 
 def test_gpu_share_is_exact_and_bounded():
-    for k in range(1, cluster.MAX_RUNS_PER_GPU + 1):
-        share = cluster.gpu_share(k)
+    for k in range(1, local.MAX_RUNS_PER_GPU + 1):
+        share = local.gpu_share(k)
         total = 0.0
         for _ in range(k):
             total += share
         assert total <= 1.0 and total + share > 1.0
-    for bad in (0, -1, cluster.MAX_RUNS_PER_GPU + 1):
+    for bad in (0, -1, local.MAX_RUNS_PER_GPU + 1):
         with pytest.raises(ValueError, match="runs_per_gpu"):
-            cluster.gpu_share(bad)
+            local.gpu_share(bad)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +95,7 @@ def test_gpu_pins_survive_a_worker_restart(tiny_data, make_tiny_plan, tmp_path):
     specs = resolve_devices(expand_plan(load_plan(plan), runs_dir=runs_dir), overrides, True)
     assert {s.device for s in specs} == {"cpu"}  # asked for explicitly: not resolved to cuda
     fingerprints = data_fingerprints(specs, overrides)
-    with cluster.open_client(gpus=["0", "1"], runs_per_gpu=1) as session:
+    with local.open_client(gpus=["0", "1"], runs_per_gpu=1) as session:
         client = session.client
         assert session.gpu
         names = {a: w["name"] for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
@@ -149,8 +144,8 @@ def test_a_batch_queue_that_starts_no_worker_is_not_waited_for_forever():
     with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as local, \
             Client(local) as client:
         began = time.monotonic()
-        with pytest.raises(cluster.ClusterWaitError, match=r"within 2 s \(--wait-timeout\)"):
-            cluster.wait_for_batch_workers(client, local, timeout=2, progress=lines.append,
+        with pytest.raises(batch.ClusterWaitError, match=r"within 2 s \(--wait-timeout\)"):
+            batch.wait_for_batch_workers(client, local, timeout=2, progress=lines.append,
                                            report_every=0.5)
         assert time.monotonic() - began < 15
     assert lines and "0 batch job(s) asked for, 0 submitted" in lines[0]
@@ -172,7 +167,7 @@ def sweep_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 ])
 def test_bad_sweep_options_are_refused_before_anything_starts(tmp_path, make_tiny_plan, args,
                                                              message):
-    if args[0] == "--gpus" and cluster.visible_gpus():
+    if args[0] == "--gpus" and local.visible_gpus():
         pytest.skip("this machine has GPUs")
     plan = make_tiny_plan(folds=[0], seeds=[1])
     done = sweep_cli(str(plan), "--runs-dir", str(tmp_path / "runs"), *args)
@@ -184,7 +179,7 @@ def test_bad_sweep_options_are_refused_before_anything_starts(tmp_path, make_tin
 @pytest.mark.slow
 def test_cuda_asked_on_a_machine_without_it_is_refused_naming_each_worker(tiny_data, make_tiny_plan,
                                                                           tmp_path):
-    if cluster.visible_gpus():
+    if local.visible_gpus():
         pytest.skip("this machine has GPUs")
     data_dir, cache_dir = tiny_data
     plan = make_tiny_plan(folds=[0], seeds=[1])
@@ -202,35 +197,35 @@ def test_cuda_asked_on_a_machine_without_it_is_refused_naming_each_worker(tiny_d
 
 
 def test_cuda_problems_are_named():
-    assert "this torch 2.4.0 is built without CUDA" in cluster.cuda_problem(
+    assert "this torch 2.4.0 is built without CUDA" in preflight.cuda_problem(
         {"torch": "2.4.0", "cuda_build": None, "count": 0})
-    assert "pinned to GPU CUDA_VISIBLE_DEVICES='5'" in cluster.cuda_problem(
+    assert "pinned to GPU CUDA_VISIBLE_DEVICES='5'" in preflight.cuda_problem(
         {"torch": "2.4.0", "cuda_build": "12.1", "count": 0, "visible": "5"}, {"count": 2})
-    assert "this machine has 2 GPU(s)" in cluster.cuda_problem(
+    assert "this machine has 2 GPU(s)" in preflight.cuda_problem(
         {"torch": "2.4.0", "cuda_build": "12.1", "count": 0, "visible": "5"}, {"count": 2})
-    assert "driver" in cluster.cuda_problem(
+    assert "driver" in preflight.cuda_problem(
         {"torch": "2.4.0", "cuda_build": "12.1", "count": 0, "visible": None})
     assert "CUDA does not work here: RuntimeError: CUDA driver version is insufficient" in \
-        cluster.cuda_problem({"torch": "2.4.0", "cuda_build": "12.1", "count": 0,
+        preflight.cuda_problem({"torch": "2.4.0", "cuda_build": "12.1", "count": 0,
                               "error": "RuntimeError: CUDA driver version is insufficient"})
-    assert cluster.cuda_problem({"torch": "2.4.0", "cuda_build": "12.1", "count": 1,
+    assert preflight.cuda_problem({"torch": "2.4.0", "cuda_build": "12.1", "count": 1,
                                  "capability": [9, 0]}) == ""
 
 
 @pytest.mark.slow  # two fresh Pythons that import torch
 def test_probe_reports_what_torch_sees_here():
-    probe = cluster.probe_cuda()
+    probe = preflight.probe_cuda()
     assert probe["torch"].split("+")[0] == __import__("torch").__version__.split("+")[0]
-    assert probe["count"] == len(cluster.visible_gpus())
+    assert probe["count"] == len(local.visible_gpus())
 
 
 def test_parse_gpus():
-    assert cluster.parse_gpus("2,3", ["0", "1", "2", "3"]) == ["2", "3"]
+    assert local.parse_gpus("2,3", ["0", "1", "2", "3"]) == ["2", "3"]
     with pytest.raises(ValueError, match=r"--gpus 2,5: no GPU 5 on this machine \(the GPUs "
                                          r"torch sees: 0, 1, 2, 3\)"):
-        cluster.parse_gpus("2,5", ["0", "1", "2", "3"])
+        local.parse_gpus("2,5", ["0", "1", "2", "3"])
     with pytest.raises(ValueError, match="distinct GPU ids"):
-        cluster.parse_gpus("1,1", ["0", "1"])
+        local.parse_gpus("1,1", ["0", "1"])
 
 
 @pytest.mark.parametrize("used, precision, wanted, expected, status", [

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import lib.images as images
-from lib.dataset import DataError, load_competition
-from lib.images import (
+from lib.data import images
+from lib.data.dataset import DataError, load_competition
+from lib.data.images import (
     build_image_cache,
     cache_path,
     model_input,
@@ -191,7 +191,7 @@ def test_runs_starting_together_render_a_fresh_cache_once(competition_dir, tmp_p
     import subprocess
     import sys
 
-    from lib.paths import REPO_ROOT
+    from lib.core.paths import REPO_ROOT
 
     cache, go = tmp_path / "cache" / "images.npz", tmp_path / "go"
     runs = [subprocess.Popen([sys.executable, "-c", RENDER_AFTER_GO, str(competition_dir),

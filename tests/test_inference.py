@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from lib.inference import PRECISION_SETTINGS, DeviceError, pick_device, run_precision
-from lib.precision import cuda_problem
-from lib.training import TrainSettings, precision
+from lib.core.precision import cuda_problem
+from lib.train.device import precision
+from lib.train.predict import PRECISION_SETTINGS, DeviceError, pick_device, run_precision
+from lib.train.settings import TrainSettings
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 

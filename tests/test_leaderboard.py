@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import leaderboard
-from lib.dataset import DataError
-from lib.metrics import aggregated_log_loss
-from lib.schema import LABELS
+from lib.core.metrics import aggregated_log_loss
+from lib.core.schema import LABELS
+from lib.data.dataset import DataError
+from lib.ensemble import leaderboard
 
 TEST_IDS = ["S0030", "S0031", "S0032"]
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from lib.paths import REPO_ROOT
+from lib.core.paths import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from notebook_deps import imported_modules, lib_dependencies  # noqa: E402
@@ -15,10 +15,11 @@ from notebook_deps import imported_modules, lib_dependencies  # noqa: E402
 
 def test_imports_are_followed_through_lib_modules():
     needed = {p.relative_to(REPO_ROOT).as_posix()
-              for p in lib_dependencies("from lib import plots")}
+              for p in lib_dependencies("from lib.reports import plots")}
     # plots imports images, which imports dataset: both are needed by whoever imports plots
-    assert {"lib/__init__.py", "lib/plots.py", "lib/images.py", "lib/dataset.py"} <= needed
-    assert "lib/explain.py" not in needed
+    assert {"lib/__init__.py", "lib/reports/__init__.py", "lib/reports/plots.py",
+            "lib/data/images.py", "lib/data/dataset.py"} <= needed
+    assert "lib/explain/explainer.py" not in needed
     assert "lib/synthetic/truth.py" in {
         p.relative_to(REPO_ROOT).as_posix()
         for p in lib_dependencies("from lib.synthetic import read_truth")}
@@ -54,10 +55,10 @@ def executed_notebooks(tmp_path):
 
 
 def test_an_edit_reruns_only_the_notebooks_that_use_the_file(executed_notebooks):
-    assert make_dry_run(executed_notebooks, "lib/explain.py") == set()
+    assert make_dry_run(executed_notebooks, "lib/explain/explainer.py") == set()
     # 02 makes the folds, 01 does not
-    assert make_dry_run(executed_notebooks, "lib/folds.py") == {"02_preprocess.ipynb"}
-    assert make_dry_run(executed_notebooks, "lib/images.py") == {"01_eda.ipynb",
+    assert make_dry_run(executed_notebooks, "lib/data/folds.py") == {"02_preprocess.ipynb"}
+    assert make_dry_run(executed_notebooks, "lib/data/images.py") == {"01_eda.ipynb",
                                                                  "02_preprocess.ipynb"}
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lib.metrics import aggregated_log_loss, per_label_log_loss
+from lib.core.metrics import aggregated_log_loss, per_label_log_loss
 
 
 def test_log_loss_hand_values():

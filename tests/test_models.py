@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lib.models import (
+from lib.models.cnn import (
     WeightsNotFoundError,
     add_positional_channels,
     build_model,

@@ -13,10 +13,10 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from lib.dataset import load_competition
-from lib.paths import REPO_ROOT
-from lib.plans import notebook_parameters
-from lib.runs import data_fingerprint, is_done, read_logits, read_metrics
+from lib.core.paths import REPO_ROOT
+from lib.data.dataset import load_competition
+from lib.runs.plans import notebook_parameters
+from lib.runs.run_folder import data_fingerprint, is_done, read_logits, read_metrics
 from lib.synthetic import generate
 
 NOTEBOOKS = REPO_ROOT / "notebooks"

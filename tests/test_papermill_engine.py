@@ -11,8 +11,8 @@ import sys
 import nbformat
 import pytest
 
-from lib.papermill_engine import IPC_PATH_MAX, QUIET_BARS, IPCEngine, ipc_socket_folder
-from lib.paths import REPO_ROOT
+from lib.core.paths import REPO_ROOT
+from lib.runs.engine import IPC_PATH_MAX, QUIET_BARS, IPCEngine, ipc_socket_folder
 
 CONNECTION = """\
 import json, os

@@ -12,7 +12,7 @@ import timm
 import torch
 import yaml
 
-from lib.paths import REPO_ROOT
+from lib.core.paths import REPO_ROOT
 
 PARAMS = sorted((REPO_ROOT / "params").glob("*.yaml"))
 PLANS = sorted((REPO_ROOT / "params" / "plans").glob("*.yaml"))
@@ -58,7 +58,7 @@ def test_plans_reference_existing_params(path: Path):
 @pytest.mark.parametrize("plan_name", ["submitted11", "final16"])
 def test_reference_plans_name_backbones_that_exist_and_build(plan_name: str):
     plan = yaml.safe_load((REPO_ROOT / "params" / "plans" / f"{plan_name}.yaml").read_text())
-    from lib.models import build_model
+    from lib.models.cnn import build_model
 
     built = set()
     for run in plan["runs"]:

@@ -8,8 +8,9 @@ import nbformat
 import pandas as pd
 import yaml
 
-from lib import reports, runs
-from lib.schema import LABELS
+from lib.core.schema import LABELS
+from lib.reports import html
+from lib.runs import run_folder
 
 
 def test_index_lists_runs_ensemble_and_submission(tmp_path):
@@ -22,8 +23,8 @@ def test_index_lists_runs_ensemble_and_submission(tmp_path):
     done = runs_dir / "demo" / "net" / "fold0_seed0"
     done.mkdir(parents=True)
     nbformat.write(nbformat.v4.new_notebook(), done / "03_train.ipynb")
-    runs.write_metrics(done, dict(best_epoch=3, best_oof_loss=0.1234, fit_seconds=90))
-    runs.mark_done(done)
+    run_folder.write_metrics(done, dict(best_epoch=3, best_oof_loss=0.1234, fit_seconds=90))
+    run_folder.mark_done(done)
     failed = runs_dir / "demo" / "net" / "fold1_seed0"
     failed.mkdir(parents=True)
     (failed / "FAILED").write_text("demo/net/fold1_seed0\nRuntimeError: boom\n")
@@ -38,10 +39,10 @@ def test_index_lists_runs_ensemble_and_submission(tmp_path):
     report_dir.mkdir()
     (report_dir / "01_eda.html").write_text("<html></html>")
 
-    table = reports.run_table(plan, runs_dir, report_dir)
+    table = html.run_table(plan, runs_dir, report_dir)
     assert table["status"].tolist() == ["done", "FAILED: RuntimeError: boom"]
     assert table["OOF loss"].tolist() == ["0.1234", ""]
-    index = reports.write_index(report_dir, table, ensemble_dir).read_text()
+    index = html.write_index(report_dir, table, ensemble_dir).read_text()
     assert 'href="01_eda.html"' in index and 'href="runs/demo__net__fold0_seed0.html"' in index
     assert (report_dir / "runs" / "demo__net__fold0_seed0.html").is_file()
     assert "grow-by-one" in index and "0.3000" in index and "x: left out: missing" in index
@@ -60,7 +61,7 @@ def test_index_shows_test_losses_beside_oof_losses(tmp_path):
         test={"ensemble (chosen)": 0.3333, "prior only": 0.4444})))
     report_dir = tmp_path / "reports"
     report_dir.mkdir()
-    index = reports.write_index(report_dir, pd.DataFrame(columns=["run"]), ensemble_dir).read_text()
+    index = html.write_index(report_dir, pd.DataFrame(columns=["run"]), ensemble_dir).read_text()
     assert "<th>test loss (hidden labels)</th>" in index
     assert "<td>ensemble (chosen)</td><td>0.1111</td><td>0.3333</td>" in index
     assert "<td>prior only</td><td>0.2222</td><td>0.4444</td>" in index
@@ -72,7 +73,7 @@ def test_index_links_the_explanations_and_their_scores(tmp_path):
     ensemble_dir = tmp_path / "ensemble"
     ensemble_dir.mkdir()
     empty = pd.DataFrame(columns=["run"])
-    index = reports.write_index(report_dir, empty, ensemble_dir).read_text()
+    index = html.write_index(report_dir, empty, ensemble_dir).read_text()
     assert "No explanations yet" in index
     (report_dir / "06_explain.html").write_text("<html></html>")
     (ensemble_dir / "explain_scores.json").write_text(json.dumps({
@@ -83,7 +84,7 @@ def test_index_links_the_explanations_and_their_scores(tmp_path):
             "features_lr/logistic/seed0": {"chosen": True, "problems": [], "labels": {
                 "aromatic": {"map_share": 0.2468, "chance_share": 0.01, "samples": 6}}},
             "demo/net/seed0": {"chosen": False, "problems": ["not trained"], "labels": {}}}}))
-    index = reports.write_index(report_dir, empty, ensemble_dir).read_text()
+    index = html.write_index(report_dir, empty, ensemble_dir).read_text()
     assert 'href="06_explain.html"' in index and "No explanations yet" not in index
     assert "The ensemble" in index and "chlorine" in index and "0.412" in index
     assert "0.301-0.523" in index and "top5_hit_rate" in index
@@ -91,5 +92,5 @@ def test_index_links_the_explanations_and_their_scores(tmp_path):
     assert "demo/net/seed0" not in index  # nothing scored for it
     assert "<img" not in index  # no figure yet
     (ensemble_dir / "explain_ensemble.png").write_bytes(b"png")
-    index = reports.write_index(report_dir, empty, ensemble_dir).read_text()
+    index = html.write_index(report_dir, empty, ensemble_dir).read_text()
     assert '<img src="../ensemble/explain_ensemble.png"' in index

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lib.paths import REPO_ROOT
-from lib.plans import expand_plan, load_plan
-from lib.runs import is_done
-from lib.sweep import read_attempts
+from lib.core.paths import REPO_ROOT
+from lib.runs.plans import expand_plan, load_plan
+from lib.runs.run_folder import is_done
+from lib.sweep.tasks import read_attempts
 from lib.synthetic import generate
 
 TINY = ["-p", "m_bins", "64", "-p", "t_bins", "96", "-p", "tta_offsets", "[-32, 0, 32]",

@@ -15,9 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from lib.cluster import cpu_environments
-from lib.paths import REPO_ROOT
-from lib.plans import (
+from lib.core.paths import REPO_ROOT
+from lib.runs.plans import (
     PlanError,
     check_parameters,
     check_runs,
@@ -25,13 +24,10 @@ from lib.plans import (
     load_plan,
     run_parameters,
 )
-from lib.runs import FAILED, is_done
-from lib.sweep import (
-    STARTED,
-    Attempt,
-    main,
-    read_attempts,
-)
+from lib.runs.run_folder import FAILED, is_done
+from lib.sweep.cli import main
+from lib.sweep.local import cpu_environments
+from lib.sweep.tasks import STARTED, Attempt, read_attempts
 from lib.synthetic import generate
 
 TINY = dict(m_bins=64, t_bins=96, tta_offsets=[-32, 0, 32],
@@ -179,7 +175,7 @@ def snapshot(run_dir):
 
 
 def finished_run(spec) -> bool:
-    from lib.runs import notebook_finished
+    from lib.runs.run_folder import notebook_finished
 
     return is_done(spec.run_dir) and notebook_finished(spec.run_dir / spec.notebook)
 
@@ -337,7 +333,7 @@ def test_ctrl_c_stops_running_runs_and_cancels_queued_ones(tmp_path, tiny_data):
 
 
 def test_runs_do_not_inherit_dasks_malloc_trim_setting(tmp_path, monkeypatch):
-    from lib.sweep import _environment
+    from lib.sweep.tasks import _environment
 
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     env = _environment({"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "2"}, tmp_path)
@@ -351,7 +347,7 @@ def test_done_beside_an_unfinished_notebook_is_trained_again(tmp_path, tiny_data
     notebook leaves DONE beside a notebook whose last cells are "running": not finished."""
     import json
 
-    from lib.runs import notebook_finished
+    from lib.runs.run_folder import notebook_finished
 
     data_dir, cache_dir = tiny_data
     plan = write_plan(tmp_path, [("a", "test_efficientnet", 1)])

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.dataset import load_competition
-from lib.leaderboard import read_test_labels
-from lib.schema import HELIUM_MASS, LABELS, METADATA_COLUMNS, SPLITS
+from lib.core.schema import HELIUM_MASS, LABELS, METADATA_COLUMNS, SPLITS
+from lib.data.dataset import load_competition
+from lib.ensemble.leaderboard import read_test_labels
 from lib.synthetic import (
     DEFAULT_SHIFT,
     PROFILES,

@@ -8,29 +8,21 @@ import numpy as np
 import pytest
 import torch
 
-import lib.images as np_images
-from lib.models import build_model
-from lib.training import (
+from lib.data import images as np_images
+from lib.models.cnn import build_model
+from lib.train.augment import epoch_draws, mixup, smooth_labels, time_warp, warp_exponents
+from lib.train.device import (
     DeviceImages,
-    NonFiniteLossError,
-    TrainSettings,
     configure_backends,
-    epoch_draws,
-    fit,
     intensity_transform,
-    lr_factor,
-    make_optimizer,
-    mixup,
     normalize_axis,
     precision,
     predict_logits,
     prepare_model,
-    smooth_labels,
-    time_warp,
-    train_one_epoch,
     two_channel,
-    warp_exponents,
 )
+from lib.train.fit import NonFiniteLossError, fit, lr_factor, make_optimizer, train_one_epoch
+from lib.train.settings import TrainSettings
 
 TINY = "test_efficientnet"
 

@@ -16,8 +16,8 @@ reads: ``truth.csv``, which ions every signal put where (see ``lib.synthetic.tru
 ``test_labels.csv``, the test split's labels.
 
 Parts: ``profiles`` (folder sizes), ``samples`` (labels, derivatization, materials),
-``chemistry`` (spectra tables), ``simulate`` (one run and its truth), ``folder`` (writing),
-``truth`` (the truth file's format and reader).
+``chemistry`` (spectra tables), ``materials`` (what a sample is made of), ``simulate`` (one
+run and its truth), ``folder`` (writing), ``truth`` (the truth file's format and reader). May import lib.core only.
 
 Usage: ``python -m lib.synthetic OUT_DIR --profile small --seed 0 [--shift S] [--limit N]``.
 """

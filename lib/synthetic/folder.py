@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib.files import atomic_path, atomic_write_csv, current_umask
-from lib.schema import LABELS, METADATA_COLUMNS, SAMPLE_COLUMNS, SPLITS
+from lib.core.files import atomic_path, atomic_write_csv, current_umask
+from lib.core.schema import LABELS, METADATA_COLUMNS, SAMPLE_COLUMNS, SPLITS
 from lib.synthetic.profiles import PROFILES, Profile
 from lib.synthetic.samples import sample_table
 from lib.synthetic.simulate import shifted_instrument, simulate_run_with_truth

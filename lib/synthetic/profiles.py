@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lib.schema import SPLITS
+from lib.core.schema import SPLITS
 
 # Strength of the train-to-test shift every profile gets by default (0: an i.i.d. test split),
 # calibrated with scripts/calibrate_synthetic.py on `small` (README: Synthetic data).

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lib.schema import LABELS
+from lib.core.schema import LABELS
 from lib.synthetic.profiles import Profile, get_profile
 
 MEAN_REPLICATES = 5.0  # mean runs per material (a physical sample run several times)

@@ -15,75 +15,58 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from lib.schema import HELIUM_MASS, LABELS
+from lib.core.schema import HELIUM_MASS
 from lib.synthetic.chemistry import (
     AIR,
-    AMINO_ACIDS_TBDMS,
     BLEED,
-    COMPOUNDS,
-    DERIVATIZED_COMPOUNDS,
-    DISTRACTORS,
-    MINERAL_GASES,
     REAGENT_BACKGROUND,
     REAGENT_PEAKS,
-    Compound,
+)
+from lib.synthetic.materials import (
+    DISTRACTOR_MEAN,
+    RAMPS,
+    REAGENT_AMPLITUDE,
+    RUN_WINDOWS,
+    Material,
+    Signal,
+    distractor_signals,
+    draw_material,
+    log_uniform,
 )
 from lib.synthetic.profiles import Profile, get_profile
 from lib.synthetic.truth import TRUTH_COLUMNS, unseen_positive_rows
 
-# Difficulty knobs, set by scripts/calibrate_synthetic.py (benchmark CV loss ~0.18 on `small`).
-P_WEAK = 0.08  # chance that a positive label shows only near the noise floor
-CONFUSER_RATE = 0.1  # chance that a negative label's ions appear as a contaminant trace
-DISTRACTOR_MEAN = 3.0  # mean number of unlabeled peaks of generic ions per run
-STRONG_AMPLITUDE = (5e7, 1e9)  # peak heights of clearly present compounds (log-uniform)
-WEAK_AMPLITUDE_X_NOISE = (3.0, 30.0)  # weak compounds, in multiples of the run's noise floor
-TRACE_AMPLITUDE_X_NOISE = (3.0, 300.0)  # contaminant traces, in multiples of the noise floor
-MINERAL_BOOST = 30.0  # strong mineral releases relative to strong GC peaks
-RAMP_SPREAD = 0.15  # relative change of the ramp duration between materials
-WARP_SHAPE = 10.0  # gamma shape of a material's ramp knot increments: larger = more linear
 RAMP_JITTER = 0.03  # relative change of the ramp duration between replicate runs
+
+
 RUN_WARP = 0.05  # log-normal scatter of the ramp knot increments between replicate runs
-ZIPF = 1.5  # compound i (0-based) of a library is picked with weight 1 / (i + 1) ** ZIPF
+
+
 RETENTION_JITTER = 0.015  # per-run shift of retentions (ramp fraction)
+
+
 HEIGHT_JITTER = 0.3  # per-run log-normal scatter of peak heights between replicates
-REAGENT_AMPLITUDE = (2e7, 5e8)  # derivatization reagent peaks (log-uniform)
-P_AMINO_ACID = 0.7  # chance that a derivatized carboxylic+nitrogen sample shows amino acids
-AMINO_ACID_LABELS = ("carboxylic_acid", "nitrogen_bearing_compound")  # what amino acids show
+
 
 # The train-to-test shift at strength 1 (shifted_instrument): per-run log-factors, drawn
 # uniformly in these ranges and multiplied by the strength. Ramps run longer and end hotter,
 # the scan is faster, the detector noisier and the background higher than for training runs.
 SHIFT_LOG_RAMP = (0.05, 0.25)  # ramp duration
+
+
 SHIFT_LOG_END_TEMPERATURE = (-0.05, 0.15)  # ramp end temperature (relative)
+
+
 SHIFT_LOG_SCAN_INTERVAL = (-0.4, -0.1)  # minutes between sweeps
+
+
 SHIFT_LOG_NOISE = (0.3, 1.0)  # detector noise floor
+
+
 SHIFT_LOG_BACKGROUND = (0.2, 1.0)  # helium, air and column bleed
 
-_HALF_WIDTH = float(np.sqrt(2 * np.log(2)))  # half width at half height of a Gaussian / sigma
 
-# Recorded window (minutes) by kind: (start range, end range).
-_RUN_WINDOWS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
-    "mineral": ((0.02, 0.1), (6.5, 8.0)),
-    "hydrocarbon": ((1.8, 2.5), (13.0, 18.0)),
-    "derivatized": ((6.8, 7.4), (25.0, 41.0)),
-    "other": ((0.02, 1.5), (22.0, 38.0)),
-}
-# Nominal temperature ramp (minutes) by kind: each method heats on its own schedule; runs may
-# stop recording before the ramp ends.
-_RAMPS: dict[str, tuple[float, float]] = {
-    "mineral": (0.0, 7.5),
-    "hydrocarbon": (2.0, 17.0),
-    "derivatized": (7.0, 36.0),
-    "other": (0.5, 36.0),
-}
-_SWEEP_STARTS = (2, 33, 45)
-# How often each kind's sweep starts at ~2, ~33, ~45: mineral methods need H2O, CO2, O2 ...
-_SWEEP_START_P: dict[str, list[float]] = {
-    "mineral": [0.95, 0.03, 0.02],
-    "hydrocarbon": [0.7, 0.15, 0.15],
-    "derivatized": [0.3, 0.2, 0.5],
-    "other": [0.7, 0.15, 0.15],
-}
+_HALF_WIDTH = float(np.sqrt(2 * np.log(2)))  # half width at half height of a Gaussian / sigma
 
 
 @dataclass(frozen=True)
@@ -113,192 +96,6 @@ def shifted_instrument(rng: np.random.Generator, strength: float) -> Instrument:
     ranges = (SHIFT_LOG_RAMP, SHIFT_LOG_END_TEMPERATURE, SHIFT_LOG_SCAN_INTERVAL,
               SHIFT_LOG_NOISE, SHIFT_LOG_BACKGROUND)
     return Instrument(*(float(np.exp(strength * rng.uniform(lo, hi))) for lo, hi in ranges))
-
-
-def _log_uniform(rng: np.random.Generator, lo: float, hi: float,
-                 size: int | None = None) -> float | np.ndarray:
-    """Log-uniform draw(s) between lo and hi: magnitudes spread evenly over decades."""
-    return np.exp(rng.uniform(np.log(lo), np.log(hi), size))
-
-
-def _pick(rng: np.random.Generator, n_items: int, size: int = 1) -> np.ndarray:
-    """Indices of `size` distinct library entries; earlier entries are the common ones."""
-    weights = 1.0 / np.arange(1, n_items + 1) ** ZIPF
-    return rng.choice(n_items, size=size, replace=False, p=weights / weights.sum())
-
-
-def _run_kind(rng: np.random.Generator, labels: np.ndarray, derivatized: bool) -> str:
-    """Which instrument method a material is run with; it sets run length and ramp.
-
-    Kind follows the labels only loosely, so run length hints at the labels without giving
-    them away (label-free samples are blanks of every kind).
-    """
-    if derivatized:
-        return "derivatized"
-    organic = labels[:8].any()
-    if labels[LABELS.index("mineral")] and not organic:
-        return "mineral" if rng.random() < 0.75 else "other"
-    if labels[LABELS.index("hydrocarbon")]:
-        return "hydrocarbon" if rng.random() < 0.75 else "other"
-    if organic:
-        return "other"
-    return str(rng.choice(["mineral", "hydrocarbon", "other"], p=[0.3, 0.3, 0.4]))
-
-
-@dataclass(frozen=True)
-class _Signal:
-    """One elution event: ions, where on the ramp, how strong, which shape, and what it is.
-
-    height: peak height in counts/s, or in multiples of the run's noise floor when weak.
-    broad: an evolved-gas release (1-2 min wide) instead of a sharp GC peak.
-    role: "label" (evidence of a positive label), "confuser" (a negative label's ions as a
-    contaminant trace) or "distractor" (unlabeled peak); families: the labels whose chemistry
-    it shows (amino acids show two); compound: its name in the ground truth.
-    """
-
-    ions: dict[int, float]
-    retention: float
-    height: float
-    weak: bool = False
-    broad: bool = False
-    role: str = "distractor"
-    families: tuple[str, ...] = ()
-    compound: str = ""
-
-
-@dataclass(frozen=True)
-class _Material:
-    """What replicate runs of one physical sample share: the method and the signals.
-
-    ramp: (7,) temperature fractions at 7 evenly spaced knot times, 0 to 1, increasing;
-    ramp_scale: the ramp's duration relative to the method's nominal one.
-    """
-
-    kind: str
-    first_mass: int
-    ramp: tuple[float, ...]
-    ramp_scale: float
-    signals: tuple[_Signal, ...]
-
-
-def _hydrocarbon_series(rng: np.random.Generator, kind: str, height: float,
-                        weak: bool) -> list[_Signal]:
-    """A homologous n-alkane series: 10-13 sharp peaks evenly spaced 0.5-0.9 min apart."""
-    n_peaks = int(rng.integers(10, 14))
-    ramp_start, ramp_end = _RAMPS[kind]
-    spacing = rng.uniform(0.5, 0.9) / (ramp_end - ramp_start)  # in ramp fraction
-    carbons = int(rng.integers(8, 14)) + np.arange(n_peaks)
-    first = 0.04 * (carbons[0] - 7)  # lighter chains elute earlier
-    # a bell-shaped envelope over chain length, as in pyrolysis products
-    envelope = np.exp(-0.5 * ((np.arange(n_peaks) - rng.uniform(2, n_peaks - 2)) / 4.0) ** 2)
-    heights = height * envelope * rng.lognormal(0.0, 0.3, n_peaks)
-    with_alkenes = rng.random() < 0.4
-    signals = []
-    for i, (n_c, h) in enumerate(zip(carbons.tolist(), heights.tolist(), strict=True)):
-        retention = first + i * spacing
-        alkane = {57: 100, 43: 70, 71: 55, 85: 35, 99: 15, 113: 8, 14 * n_c + 2: 3}
-        signals.append(_Signal(alkane, retention, h, weak, role="label",
-                               families=("hydrocarbon",), compound=f"C{n_c} n-alkane"))
-        if with_alkenes:
-            alkene = {55: 100, 41: 80, 69: 60, 83: 40, 97: 20, 14 * n_c: 3}
-            signals.append(_Signal(alkene, retention - 0.1 * spacing, 0.4 * h, weak,
-                                   role="label", families=("hydrocarbon",),
-                                   compound=f"C{n_c} 1-alkene"))
-    return signals
-
-
-def _mineral_release(rng: np.random.Generator, height: float, weak: bool, role: str) -> _Signal:
-    """A broad evolved-gas release of one mineral gas near its decomposition temperature."""
-    gas = MINERAL_GASES[_pick(rng, len(MINERAL_GASES))[0]]
-    return _Signal(gas.ions, gas.retention + rng.normal(0.0, 0.06), height, weak, broad=True,
-                   role=role, families=("mineral",), compound=gas.name)
-
-
-def _label_compounds(rng: np.random.Generator, label: str, derivatized: bool,
-                     amino_acids: bool) -> list[Compound]:
-    """The compounds through which a positive label shows (1 to ~3)."""
-    if amino_acids and label in ("carboxylic_acid", "nitrogen_bearing_compound"):
-        library = AMINO_ACIDS_TBDMS
-    elif derivatized and label in DERIVATIZED_COMPOUNDS:
-        library = DERIVATIZED_COMPOUNDS[label]
-    else:
-        library = COMPOUNDS[label]
-    n = min(1 + rng.poisson(0.8), len(library))
-    return [library[i] for i in _pick(rng, len(library), n)]
-
-
-def _label_height(rng: np.random.Generator, weak: bool) -> float:
-    """Height of one compound of a positive label (a noise multiple when weak)."""
-    return _log_uniform(rng, *(WEAK_AMPLITUDE_X_NOISE if weak else STRONG_AMPLITUDE))
-
-
-def _label_signals(rng: np.random.Generator, labels: np.ndarray, derivatized: bool,
-                   kind: str) -> list[_Signal]:
-    """Signals of the positive labels, some of them weak (near the noise floor)."""
-    acid_and_nitrogen = labels[LABELS.index("carboxylic_acid")] and labels[
-        LABELS.index("nitrogen_bearing_compound")]
-    amino_acids = bool(derivatized and acid_and_nitrogen and rng.random() < P_AMINO_ACID)
-    signals: list[_Signal] = []
-    for j, label in enumerate(LABELS):
-        if not labels[j]:
-            continue
-        weak = rng.random() < P_WEAK
-        if label == "mineral":
-            # evolved gases come in bulk: strong releases are the largest signals of all
-            boost = 1.0 if weak else MINERAL_BOOST
-            signals += [_mineral_release(rng, boost * _label_height(rng, weak), weak, "label")
-                        for _ in range(1 + rng.poisson(0.5))]
-        elif label == "hydrocarbon":
-            signals += _hydrocarbon_series(rng, kind, _label_height(rng, weak), weak)
-        else:
-            for c in _label_compounds(rng, label, derivatized, amino_acids):
-                families = AMINO_ACID_LABELS if c in AMINO_ACIDS_TBDMS else (label,)
-                signals.append(_Signal(c.ions, c.retention, _label_height(rng, weak), weak,
-                                       role="label", families=families, compound=c.name))
-    return signals
-
-
-def _confuser_signals(rng: np.random.Generator, labels: np.ndarray) -> list[_Signal]:
-    """Contaminant traces of NEGATIVE labels' ions, so a label's ions alone do not prove it."""
-    signals = []
-    for j, label in enumerate(LABELS):
-        if labels[j] or rng.random() >= CONFUSER_RATE:
-            continue
-        height = _log_uniform(rng, *TRACE_AMPLITUDE_X_NOISE)
-        if label == "mineral":
-            signals.append(_mineral_release(rng, height, weak=True, role="confuser"))
-        else:
-            c = COMPOUNDS[label][_pick(rng, len(COMPOUNDS[label]))[0]]
-            signals.append(_Signal(c.ions, c.retention, height, weak=True, role="confuser",
-                                   families=(label,), compound=c.name))
-    return signals
-
-
-def _distractor_signals(rng: np.random.Generator, mean: float) -> list[_Signal]:
-    """Unlabeled peaks: known contaminants or random ion sets, anywhere on the ramp."""
-    signals = []
-    for _ in range(rng.poisson(mean)):
-        if rng.random() < 0.5:
-            name, ions = DISTRACTORS[rng.integers(len(DISTRACTORS))]
-        else:
-            mz = rng.choice(np.arange(27, 301), size=rng.integers(2, 6), replace=False)
-            ions = dict(zip(mz.tolist(), rng.uniform(5, 100, len(mz)).tolist(), strict=True))
-            name = "random ions"
-        signals.append(_Signal(ions, rng.uniform(0.0, 1.0), _log_uniform(rng, 1e5, 1e8),
-                               compound=name))
-    return signals
-
-
-def _draw_material(rng: np.random.Generator, labels: np.ndarray, derivatized: bool) -> _Material:
-    """A physical sample: its method, mass sweep, label signals, contaminants."""
-    kind = _run_kind(rng, labels, derivatized)
-    first_mass = int(rng.choice(_SWEEP_STARTS, p=_SWEEP_START_P[kind])) + int(rng.integers(0, 2))
-    # the temperature ramp, bent through random knots: unknown and different per material
-    ramp = np.concatenate([[0.0], np.cumsum(rng.gamma(WARP_SHAPE, size=6))])
-    ramp_scale = rng.uniform(1 - RAMP_SPREAD, 1 + RAMP_SPREAD)
-    signals = (_label_signals(rng, labels, derivatized, kind) + _confuser_signals(rng, labels)
-               + _distractor_signals(rng, DISTRACTOR_MEAN / 2))
-    return _Material(kind, first_mass, tuple(ramp / ramp[-1]), ramp_scale, tuple(signals))
 
 
 class _Canvas:
@@ -395,10 +192,10 @@ class _Canvas:
                                    round(t_start, 6), round(t_end, 6)))
 
 
-def _make_canvas(rng: np.random.Generator, material: _Material, profile: Profile,
+def _make_canvas(rng: np.random.Generator, material: Material, profile: Profile,
                  instrument: Instrument) -> _Canvas:
     """Scan times, a random monotone temperature ramp and the mass sweep of one run."""
-    (s_lo, s_hi), (e_lo, e_hi) = _RUN_WINDOWS[material.kind]
+    (s_lo, s_hi), (e_lo, e_hi) = RUN_WINDOWS[material.kind]
     start, end = rng.uniform(s_lo, s_hi), rng.uniform(e_lo, e_hi)
     dt = profile.scan_interval_min
     if profile.min_scans:
@@ -409,7 +206,7 @@ def _make_canvas(rng: np.random.Generator, material: _Material, profile: Profile
     times = start + np.concatenate([[0.0], np.cumsum(dt * rng.uniform(0.98, 1.02, n_scans - 1))])
     # the material's ramp, slightly stretched and bent again per run: replicates elute close
     # to, but not exactly at, the same times
-    ramp_start, ramp_end = _RAMPS[material.kind]
+    ramp_start, ramp_end = RAMPS[material.kind]
     duration = ((ramp_end - ramp_start) * material.ramp_scale * instrument.ramp_scale
                 * rng.uniform(1 - RAMP_JITTER, 1 + RAMP_JITTER))
     ramp_times = ramp_start + rng.uniform(-0.1, 0.1) + np.linspace(0.0, duration, 7)
@@ -421,7 +218,7 @@ def _make_canvas(rng: np.random.Generator, material: _Material, profile: Profile
     return _Canvas(times, masses, gain, ramp_times, ramp_temps)
 
 
-def _render(rng: np.random.Generator, canvas: _Canvas, signal: _Signal, noise: float,
+def _render(rng: np.random.Generator, canvas: _Canvas, signal: Signal, noise: float,
             shift: float, profile: Profile) -> None:
     """Add one signal to the run: retention shifted per run, height scattered per run."""
     center = canvas.time_at(signal.retention + shift + rng.normal(0.0, RETENTION_JITTER / 3))
@@ -442,18 +239,18 @@ def _add_background(rng: np.random.Generator, canvas: _Canvas, derivatized: bool
     reagent (derivatized runs)."""
     n = len(canvas.times)
     temp = canvas.temperature
-    helium = _log_uniform(rng, 3e5, 1e7) * rng.lognormal(0.0, 0.02, n)
+    helium = log_uniform(rng, 3e5, 1e7) * rng.lognormal(0.0, 0.02, n)
     canvas.add_trace({HELIUM_MASS: 1.0}, level * helium, role="background",
                      compound="helium carrier")
-    rise = _log_uniform(rng, 0.5, 10) * temp ** rng.uniform(1.5, 4)
-    air = _log_uniform(rng, 1e4, 1e6) * (1 + rise)
+    rise = log_uniform(rng, 0.5, 10) * temp ** rng.uniform(1.5, 4)
+    air = log_uniform(rng, 1e4, 1e6) * (1 + rise)
     canvas.add_trace(AIR, level * air, role="background", compound="air")
     if rng.random() < 0.85:
         k = rng.uniform(2.0, 6.0)
-        bleed = _log_uniform(rng, 1e6, 3e7) * np.expm1(k * temp) / np.expm1(k)
+        bleed = log_uniform(rng, 1e6, 3e7) * np.expm1(k * temp) / np.expm1(k)
         canvas.add_trace(BLEED, level * bleed, role="background", compound="column bleed")
     if derivatized:
-        canvas.add_trace(REAGENT_BACKGROUND, np.full(n, _log_uniform(rng, 1e4, 1e6)),
+        canvas.add_trace(REAGENT_BACKGROUND, np.full(n, log_uniform(rng, 1e4, 1e6)),
                          role="reagent", compound="reagent background")
         extra = rng.choice(np.arange(2, len(REAGENT_PEAKS)), size=rng.integers(1, 5),
                            replace=False)
@@ -461,7 +258,7 @@ def _add_background(rng: np.random.Generator, canvas: _Canvas, derivatized: bool
             peak = REAGENT_PEAKS[i]
             center = canvas.time_at(peak.retention + rng.normal(0.0, RETENTION_JITTER))
             canvas.add_peak(peak.ions, center, rng.uniform(0.03, 0.15), rng.uniform(1.0, 3.0),
-                            _log_uniform(rng, *REAGENT_AMPLITUDE), role="reagent",
+                            log_uniform(rng, *REAGENT_AMPLITUDE), role="reagent",
                             compound=peak.name)
 
 
@@ -471,11 +268,11 @@ def _detector(rng: np.random.Generator, grid: np.ndarray, noise: float) -> np.nd
     grid: (n_scans, n_masses) true intensities. Returns int64 counts, all >= 1.
     """
     n_masses = grid.shape[1]
-    floor = noise * _log_uniform(rng, 0.5, 2.0, n_masses)[None, :]
+    floor = noise * log_uniform(rng, 0.5, 2.0, n_masses)[None, :]
     counts = floor * rng.lognormal(0.0, 0.35, grid.shape)
     counts += grid * rng.lognormal(0.0, 0.05, grid.shape)
     # saturation: flat plateaus at a per-run ceiling, with occasional drop-outs inside them
-    ceiling = _log_uniform(rng, 2e8, 1.7e9)
+    ceiling = log_uniform(rng, 2e8, 1.7e9)
     saturated = counts > ceiling
     counts[saturated] = ceiling
     dropout = saturated & (rng.random(grid.shape) < 0.08)
@@ -508,13 +305,13 @@ def simulate_run_with_truth(
     """
     profile = get_profile(profile)
     labels = np.asarray(labels).astype(bool)
-    material = _draw_material(material_rng or rng, labels, derivatized)
+    material = draw_material(material_rng or rng, labels, derivatized)
     instrument = instrument or Instrument()
     canvas = _make_canvas(rng, material, profile, instrument)
-    noise = _log_uniform(rng, 5e2, 4e3) * instrument.noise_scale
+    noise = log_uniform(rng, 5e2, 4e3) * instrument.noise_scale
     _add_background(rng, canvas, derivatized, instrument.background_scale)
     shift = rng.normal(0.0, RETENTION_JITTER)  # column/flow drift moves every peak together
-    for signal in (*material.signals, *_distractor_signals(rng, DISTRACTOR_MEAN / 2)):
+    for signal in (*material.signals, *distractor_signals(rng, DISTRACTOR_MEAN / 2)):
         _render(rng, canvas, signal, noise, shift, profile)
     intensity = _detector(rng, canvas.grid, noise)
     n_scans, n_masses = intensity.shape

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib.schema import LABELS
+from lib.core.schema import LABELS
 
 TRUTH_FILE = "truth.csv"
 ROLES: tuple[str, ...] = ("label", "confuser", "distractor", "reagent", "background")

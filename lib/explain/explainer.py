@@ -1,0 +1,358 @@
+"""Attribution maps for finished models and for the ensemble as a whole: which m/z rows and
+which moments drive each label.
+
+On the (mass, time) grid of the cached image (one row per integer m/z, one column per time bin
+of the sample's own run):
+
+- maps of each model: class activation maps of a CNN from the grad-cam package (GradCAM,
+  HiResCAM or LayerCAM at a target layer chosen per backbone, CAM_DEFAULTS), computed through
+  each of the model's TTA widths and mapped back onto the input grid, then averaged as the TTA
+  averages logits; a feature model's per-feature contributions put back on the cells the
+  features came from (lib.explain_features);
+- occlusion: each m/z row (or band of rows) of the image emptied (set to 0), batched, every
+  prediction recomputed from it (a CNN through its model input and TTA, a feature model through
+  its features) and the drop of every label's logit measured. For the ensemble the logit is the
+  mean of its members' clipped logits (lib.ensemble), so the submission itself is explained.
+
+On synthetic data the maps are scored against the generator's truth.csv (lib.synthetic.truth):
+the share of attribution on a label's true ions inside their time windows against the share a
+region of the same rows and time spans, placed at random, gets; the top-5 m/z hit rate; and a
+bootstrap interval over samples of each share.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lib.core.schema import LABELS
+from lib.data.features import image_features
+from lib.explain.cam import CAM_METHODS, TargetLayerError, cam_maps, default_cam
+from lib.explain.features import contribution_method, contributions_to_grid, feature_contributions
+from lib.explain.occlusion import (
+    Predictor,
+    cnn_predictor,
+    ensemble_predictor,
+    feature_predictor,
+    occlusion_drops,
+)
+from lib.models.cnn import GcmsNet
+from lib.models.feature_models import FeatureModel
+from lib.models.feature_settings import LEARNERS
+from lib.models.model_file import ModelFileError, load_feature_model
+from lib.runs.run_folder import (
+    CHECKPOINT,
+    FEATURE_MODEL,
+    FOLD_DIR,
+    METRICS,
+    is_done,
+    model_key,
+    read_metrics,
+)
+from lib.train.device import DeviceImages
+from lib.train.predict import load_run_model
+
+METHODS = ("map", "occlusion")
+
+
+FAMILIES = {"cnn": CHECKPOINT, "feature": FEATURE_MODEL}  # family -> the file it needs
+
+
+def check_settings(n_samples: int, methods: Sequence[str], cam_method: str = "",
+                   name: str = "n_samples") -> None:
+    """ValueError naming the setting (06's parameter of that name) when it cannot be used:
+    n_samples (06's parameter ``name``), the positive OOF samples per label, below 1; methods
+    empty or not among METHODS; cam_method neither "" (the backbone's default) nor a key of
+    CAM_METHODS."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) \
+            or n_samples < 1:
+        raise ValueError(f"{name} (positive out-of-fold samples per label) must be "
+                         f"an integer of at least 1, got {n_samples!r}")
+    if not methods or not set(methods) <= set(METHODS):
+        raise ValueError(f"methods must be one or more of {list(METHODS)}, got {list(methods)}")
+    if cam_method and cam_method not in CAM_METHODS:
+        raise ValueError(f"cam_method must be one of {sorted(CAM_METHODS)} or empty (the "
+                         f"backbone's default), got {cam_method!r}")
+
+
+def group_runs(run_dirs: Sequence[str | Path]) -> dict[str, dict[int, Path]]:
+    """{model key (lib.runs.model_key): {fold: run folder}} in key order; folders not named
+    fold<k>_seed<s> are left out."""
+    grouped: dict[str, dict[int, Path]] = {}
+    for run_dir in map(Path, run_dirs):
+        match = FOLD_DIR.search(run_dir.name)
+        if match:
+            grouped.setdefault(model_key(run_dir), {})[int(match.group(1))] = run_dir
+    return dict(sorted(grouped.items()))
+
+
+def pick_samples(oof_labels: pd.DataFrame, n_per_label: int, seed: int = 0,
+                 hidden: dict[str, set] | None = None) -> dict[str, list[str]]:
+    """Up to n_per_label positive samples per label, drawn at random (seeded).
+
+    oof_labels: label columns (0/1) indexed by sample_id, for the samples a model did not train
+    on. hidden: {label: sample ids whose run cannot show the label} (truth.csv rows without an
+    ion), not drawn. Returns {label: sorted [sample_id, ...]} per column, in column order; a
+    label with no positive sample gets an empty list.
+    """
+    rng = np.random.default_rng(seed)
+    picked = {}
+    for label in oof_labels.columns:
+        positives = oof_labels.index[oof_labels[label] == 1]
+        positives = np.array(sorted(set(positives) - set((hidden or {}).get(label, ()))))
+        n = min(n_per_label, positives.size)
+        picked[label] = sorted(rng.choice(positives, size=n, replace=False).tolist()) if n else []
+    return picked
+
+
+def run_family(run_dir: Path) -> str:
+    """"cnn" or "feature" (a key of FAMILIES) for a finished run, from the backbone its
+    metrics.json records (a feature learner: lib.feature_models.LEARNERS). FileNotFoundError
+    naming the run and the file when the run is unfinished (no DONE), has no metrics.json, or
+    lacks the file its family needs (checkpoint.pt, feature_model.json)."""
+    run_dir = Path(run_dir)
+    if not is_done(run_dir):
+        raise FileNotFoundError(f"{run_dir}: not a finished run (no DONE file), not explained")
+    if not (run_dir / METRICS).is_file():
+        raise FileNotFoundError(f"{run_dir}: no {METRICS}, not explained")
+    backbone = read_metrics(run_dir).get("parameters", {}).get("backbone", "")
+    family = "feature" if backbone in LEARNERS else "cnn"
+    if not (run_dir / FAMILIES[family]).is_file():
+        kind = "a feature model" if family == "feature" else "a CNN"
+        raise FileNotFoundError(f"{run_dir}: {kind} ({backbone}) without {FAMILIES[family]}, "
+                                f"not explained")
+    return family
+
+
+@dataclass
+class ModelExplanation:
+    """What explain_model (or explain_ensemble) found for one model (the folds of one
+    name/backbone/seed) or for the ensemble.
+
+    family: "cnn", "feature" or "ensemble"; map_method: what ``maps`` are (e.g. "layercam at
+    backbone.blocks.2", "coef x standardised value"); picked: {label: [sample_id, ...]} the
+    positive OOF samples explained per label; maps: {label: {sample_id: (m, t) float32 map}};
+    drops: {sample_id: (m, 9) float32 occlusion drops}; probs: {sample_id: (9,) probabilities
+    of the fold model that did not train on it}; images: {sample_id: (m, t) float32 cached
+    image}; problems: one line per run, label or method left out, and why; seconds: wall time.
+    """
+
+    name: str
+    family: str = ""
+    map_method: str = ""
+    picked: dict[str, list[str]] = field(default_factory=dict)
+    maps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    drops: dict[str, np.ndarray] = field(default_factory=dict)
+    probs: dict[str, np.ndarray] = field(default_factory=dict)
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class _FoldModel:
+    """One fold's loaded model: a CNN (net, config) or a feature model."""
+
+    family: str
+    config: dict
+    net: GcmsNet | None = None
+    feature_model: FeatureModel | None = None
+
+    def predictor(self, derivatized: int, device: torch.device) -> Predictor:
+        if self.family == "cnn":
+            return cnn_predictor(self.net, self.config, derivatized, device)
+        return feature_predictor(self.feature_model, derivatized)
+
+
+def _load_fold(run_dir: Path, image_size: tuple[int, int], device: torch.device) -> _FoldModel:
+    """The fold's model; FileNotFoundError / ValueError naming the run and the problem."""
+    family = run_family(run_dir)
+    try:
+        if family == "cnn":
+            net, config = load_run_model(run_dir, device)
+            fold_model = _FoldModel(family, config, net=net)
+        else:
+            feature_model = load_feature_model(run_dir / FEATURE_MODEL)
+            fold_model = _FoldModel(family, feature_model.config, feature_model=feature_model)
+    except (OSError, RuntimeError, KeyError, ModelFileError) as error:
+        raise ValueError(f"{run_dir}: cannot load the model ({error}), not explained") from None
+    size = (fold_model.config["m_bins"], fold_model.config["t_bins"])
+    if size != tuple(image_size):
+        raise ValueError(f"{run_dir}: trained on {size[0]}x{size[1]} images, the cache holds "
+                         f"{image_size[0]}x{image_size[1]}; not explained")
+    return fold_model
+
+
+def _usable_folds(name: str, fold_runs: dict[int, Path], image_size: tuple[int, int],
+                  device: torch.device, problems: list[str]) -> dict[int, _FoldModel]:
+    """{fold: loaded model} of the folds that load; the others named in problems."""
+    usable = {}
+    if not fold_runs:
+        problems.append(f"{name}: no run folder, not explained")
+    for fold, run_dir in sorted(fold_runs.items()):
+        try:
+            usable[fold] = _load_fold(Path(run_dir), image_size, device)
+        except (FileNotFoundError, ValueError) as error:
+            problems.append(str(error))
+    return usable
+
+
+def _pick(name: str, usable: Sequence[int], train_labels: pd.DataFrame, folds: pd.DataFrame,
+          labels: Sequence[str], n_per_label: int, seed: int, hidden: dict[str, set] | None,
+          problems: list[str]) -> dict[str, list[str]]:
+    oof_ids = folds.loc[folds["fold"].isin(list(usable)), "sample_id"]
+    oof_ids = [s for s in oof_ids if s in train_labels.index]
+    picked = pick_samples(train_labels.loc[oof_ids, list(labels)], n_per_label, seed, hidden)
+    for label, ids in picked.items():
+        if usable and not ids:  # without a usable fold, the folds' problems say it all
+            problems.append(f"{name}: {label}: no positive OOF sample among the finished folds "
+                            f"(whose run can show it), not explained")
+    return picked
+
+
+def explain_model(name: str, fold_runs: dict[int, Path], cache: dict[str, np.ndarray],
+                  train_labels: pd.DataFrame, folds: pd.DataFrame, *,
+                  labels: Sequence[str] = LABELS, n_per_label: int = 4,
+                  methods: Sequence[str] = METHODS, cam_method: str = "",
+                  target_layer: str | None = None, band: int = 1, coarse: int = 8,
+                  hidden: dict[str, set] | None = None,
+                  device: str | torch.device = "cpu", seed: int = 0) -> ModelExplanation:
+    """Maps and occlusion drops of one model (a CNN or a feature model) for positive OOF
+    samples of each label.
+
+    fold_runs: {fold: run folder} of the model; cache: an image cache (lib.images:
+    sample_ids, derivatized, images (N, m, t)) of the runs' image size; train_labels: the 9
+    label columns indexed by sample_id; folds: sample_id, fold. Each sample is explained by the
+    fold model that did not train on it; up to n_per_label samples per label (pick_samples,
+    ``hidden`` left out). methods: "map" (a CNN's CAM: cam_method at target_layer, by default
+    the backbone's default_cam; a feature model's contributions) and/or "occlusion" (bands of
+    ``band`` rows; with coarse > band, a first pass over bands of ``coarse`` rows and the best
+    bands of the labels a sample was picked for refined, see occlusion_drops). A run that
+    cannot be loaded, a target layer that cannot be found and a label without a positive OOF
+    sample are named in ``problems``; the rest goes on. ValueError for settings that cannot
+    be used (check_settings).
+    """
+    check_settings(n_per_label, methods, cam_method)
+    started = time.perf_counter()
+    device = torch.device(device)
+    result = ModelExplanation(name)
+    image_size = tuple(cache["images"].shape[1:])
+    usable = _usable_folds(name, fold_runs, image_size, device, result.problems)
+    result.picked = _pick(name, usable, train_labels, folds, labels, n_per_label, seed, hidden,
+                          result.problems)
+    position = {sample_id: i for i, sample_id in enumerate(cache["sample_ids"])}
+    fold_of = folds.set_index("sample_id")["fold"]
+    for fold, fold_model in usable.items():
+        result.family = fold_model.family
+        wanted = {label: [s for s in ids if fold_of[s] == fold]
+                  for label, ids in result.picked.items()}
+        ids = sorted({s for chosen in wanted.values() for s in chosen})
+        if not ids:
+            continue
+        images = cache["images"][[position[s] for s in ids]].astype(np.float32)
+        flags = cache["derivatized"][[position[s] for s in ids]]
+        logits = np.stack([fold_model.predictor(int(flag), device)(image[None])[0]
+                           for image, flag in zip(images, flags)])
+        for i, sample_id in enumerate(ids):
+            result.probs[sample_id] = 1 / (1 + np.exp(-np.clip(logits[i], -30, 30)))
+            result.images[sample_id] = images[i]
+        if "map" in methods:
+            problem = _add_maps(result, fold_model, wanted, ids, images, flags, cam_method,
+                                target_layer, device)
+            if problem:
+                result.problems.append(f"{fold_runs[fold]}: {problem}")
+        if "occlusion" in methods:
+            for i, sample_id in enumerate(ids):
+                refine = [LABELS.index(label) for label, chosen in wanted.items()
+                          if sample_id in chosen]
+                predict = fold_model.predictor(int(flags[i]), device)
+                result.drops[sample_id] = occlusion_drops(predict, images[i], band=band,
+                                                          coarse=coarse, refine_labels=refine)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _add_maps(result: ModelExplanation, fold_model: _FoldModel, wanted: dict[str, list[str]],
+              ids: list[str], images: np.ndarray, flags: np.ndarray, cam_method: str,
+              target_layer: str | None, device: torch.device) -> str | None:
+    """Put one fold's maps of its wanted samples into result.maps; a problem line or None."""
+    if fold_model.family == "feature":
+        config = fold_model.config
+        features, names = image_features(images, flags, kind=config["features"],
+                                         n_bands=config["n_bands"])
+        contributions = feature_contributions(fold_model.feature_model, features)
+        result.map_method = contribution_method(fold_model.feature_model.learner)
+        for label, chosen in wanted.items():
+            j = LABELS.index(label)
+            for sample_id in chosen:
+                i = ids.index(sample_id)
+                result.maps.setdefault(label, {})[sample_id] = contributions_to_grid(
+                    contributions[i, j], names, images[i], config["n_bands"])
+        return None
+    config = fold_model.config
+    method, layer = default_cam(config["backbone"])
+    method, layer = cam_method or method, target_layer if target_layer is not None else layer
+    result.map_method = f"{method} at {layer or 'the last feature map'}"
+    data = DeviceImages(images, flags, device)
+    x = data.model_input(torch.arange(len(ids)), config["norm"], config["transform"])
+    for label, chosen in wanted.items():
+        if not chosen:
+            continue
+        rows = torch.as_tensor([ids.index(s) for s in chosen])
+        try:
+            maps = cam_maps(fold_model.net, x[rows], LABELS.index(label), method=method,
+                            target_layer=layer or None)
+        except TargetLayerError as error:
+            return f"{error}; no CAMs for this run"
+        result.maps.setdefault(label, {}).update(zip(chosen, maps))
+    return None
+
+
+def explain_ensemble(members: dict[str, dict[int, Path]], cache: dict[str, np.ndarray],
+                     train_labels: pd.DataFrame, folds: pd.DataFrame, *,
+                     labels: Sequence[str] = LABELS, n_per_label: int = 4, band: int = 1,
+                     coarse: int = 8, hidden: dict[str, set] | None = None,
+                     device: str | torch.device = "cpu", seed: int = 0) -> ModelExplanation:
+    """Occlusion of the ensemble's mean logit (ensemble_predictor) on positive OOF samples.
+
+    members: {model key: {fold: run folder}} of the ensemble's models (its selection); the
+    other arguments as explain_model's. Each sample is predicted, emptied row by row, by every
+    member's fold model that did not train on it (a CNN through its model input and TTA, a
+    feature model through its features). A fold that a member cannot provide leaves that
+    fold's samples out (named in ``problems``): the ensemble without a member is another
+    predictor. Returns a ModelExplanation named "ensemble" (family "ensemble", no maps).
+    """
+    check_settings(n_per_label, ["occlusion"])
+    started = time.perf_counter()
+    device = torch.device(device)
+    result = ModelExplanation("ensemble", family="ensemble", map_method="occlusion")
+    image_size = tuple(cache["images"].shape[1:])
+    loaded = {name: _usable_folds(name, fold_runs, image_size, device, result.problems)
+              for name, fold_runs in members.items()}
+    complete = set.intersection(*(set(folds_) for folds_ in loaded.values())) if loaded else set()
+    if members and not complete:
+        result.problems.append("ensemble: no fold that every member can predict, not explained")
+    result.picked = _pick("ensemble", sorted(complete), train_labels, folds, labels,
+                          n_per_label, seed, hidden, result.problems)
+    position = {sample_id: i for i, sample_id in enumerate(cache["sample_ids"])}
+    fold_of = folds.set_index("sample_id")["fold"]
+    for sample_id in sorted({s for ids in result.picked.values() for s in ids}):
+        fold, i = fold_of[sample_id], position[sample_id]
+        image = cache["images"][i].astype(np.float32)
+        flag = int(cache["derivatized"][i])
+        predict = ensemble_predictor([loaded[name][fold].predictor(flag, device)
+                                      for name in members])
+        refine = [LABELS.index(label) for label, ids in result.picked.items()
+                  if sample_id in ids]
+        result.probs[sample_id] = 1 / (1 + np.exp(-predict(image[None])[0]))
+        result.images[sample_id] = image
+        result.drops[sample_id] = occlusion_drops(predict, image, band=band, coarse=coarse,
+                                                  refine_labels=refine)
+    result.seconds = time.perf_counter() - started
+    return result
