@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ from lib.explain.occlusion import (
     feature_predictor,
     occlusion_drops,
 )
+from lib.explain.result import ModelExplanation
 from lib.models.cnn import GcmsNet
 from lib.models.feature_models import FeatureModel
 from lib.models.feature_settings import LEARNERS
@@ -128,31 +129,6 @@ def run_family(run_dir: Path) -> str:
         raise FileNotFoundError(f"{run_dir}: {kind} ({backbone}) without {FAMILIES[family]}, "
                                 f"not explained")
     return family
-
-
-@dataclass
-class ModelExplanation:
-    """What explain_model (or explain_ensemble) found for one model (the folds of one
-    name/backbone/seed) or for the ensemble.
-
-    family: "cnn", "feature" or "ensemble"; map_method: what ``maps`` are (e.g. "layercam at
-    backbone.blocks.2", "coef x standardised value"); picked: {label: [sample_id, ...]} the
-    positive OOF samples explained per label; maps: {label: {sample_id: (m, t) float32 map}};
-    drops: {sample_id: (m, 9) float32 occlusion drops}; probs: {sample_id: (9,) probabilities
-    of the fold model that did not train on it}; images: {sample_id: (m, t) float32 cached
-    image}; problems: one line per run, label or method left out, and why; seconds: wall time.
-    """
-
-    name: str
-    family: str = ""
-    map_method: str = ""
-    picked: dict[str, list[str]] = field(default_factory=dict)
-    maps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-    drops: dict[str, np.ndarray] = field(default_factory=dict)
-    probs: dict[str, np.ndarray] = field(default_factory=dict)
-    images: dict[str, np.ndarray] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 @dataclass

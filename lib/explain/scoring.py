@@ -12,7 +12,7 @@ import pandas as pd
 
 from lib.core.files import atomic_write_text
 from lib.core.schema import HELIUM_MASS, LABELS
-from lib.explain.explainer import ModelExplanation
+from lib.explain.result import ModelExplanation
 
 # per label and model in explain_scores.json: shares and hit rates in [0, 1], each share's 90 %
 # bootstrap interval over samples ([low, high]) and the number of samples scored. "map" is the

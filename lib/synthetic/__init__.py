@@ -17,7 +17,8 @@ reads: ``truth.csv``, which ions every signal put where (see ``lib.synthetic.tru
 
 Parts: ``profiles`` (folder sizes), ``samples`` (labels, derivatization, materials),
 ``chemistry`` (spectra tables), ``materials`` (what a sample is made of), ``simulate`` (one
-run and its truth), ``folder`` (writing), ``truth`` (the truth file's format and reader). May import lib.core only.
+run and its truth), ``folder`` (writing), ``truth`` (the truth file's format and reader).
+May import lib.core only.
 
 Usage: ``python -m lib.synthetic OUT_DIR --profile small --seed 0 [--shift S] [--limit N]``.
 """
