@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib.data.dataset import DataError, Repairs, read_sample
 from lib.core.files import atomic_path
 from lib.core.schema import HELIUM_MASS
+from lib.data.dataset import DataError, Repairs, read_sample
 
 NORMS = ("none", "mass", "time")
 TRANSFORMS = ("log", "log1p")

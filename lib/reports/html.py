@@ -17,8 +17,8 @@ import pandas as pd
 
 from lib.core.files import atomic_write_text
 from lib.core.paths import project_path
-from lib.runs.plans import expand_plan, load_plan
 from lib.core.schema import SHORT
+from lib.runs.plans import expand_plan, load_plan
 from lib.runs.run_folder import FAILED, is_done, read_metrics
 
 

@@ -7,10 +7,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
 from matplotlib.ticker import MaxNLocator
-from lib.data.images import NORMS, TRANSFORMS, model_input
+
 from lib.core.schema import LABELS, SHORT
-
-
+from lib.data.images import NORMS, TRANSFORMS, model_input
 
 
 def label_prevalence(labels: pd.DataFrame, metadata: pd.DataFrame) -> plt.Figure:
