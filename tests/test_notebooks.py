@@ -3,6 +3,7 @@ check what each notebook leaves behind)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -43,6 +44,31 @@ def test_notebooks_have_no_outputs():
         assert not any(c.get("outputs") or c.get("execution_count") for c in cells
                        if c.cell_type == "code"), f"{path.name} is committed with outputs"
         assert any("parameters" in c.metadata.get("tags", []) for c in cells), path.name
+
+
+def bound_names(tree: ast.AST) -> tuple[set[str], set[str]]:
+    """(names an import binds, names an assignment, loop, def or with binds) in ``tree``."""
+    imported, assigned = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            imported |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            assigned.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            assigned.add(node.name)
+    return imported, assigned
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_notebook_never_rebinds_an_imported_name(path):
+    """A module imported by name (``from lib.ensemble import selection``) and later assigned
+    (``selection = selection.select(...)``) breaks every cell after the assignment."""
+    cells = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    code = "\n".join(line for cell in cells for line in cell.splitlines()
+                     if not line.lstrip().startswith(("%", "!")))
+    imported, assigned = bound_names(ast.parse(code, filename=path.name))
+    rebound = sorted(imported & assigned)
+    assert not rebound, f"{path.name} rebinds imported names {rebound}"
 
 
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
