@@ -240,8 +240,8 @@ def test_collect_models_leaves_out_models_whose_model_file_does_not_load(tmp_pat
         fake_model_runs(tmp_path, name, folds, test_ids, rng)
     fold = {name: tmp_path / name / "net" / "fold1_seed0"
             for name in ("truncated", "deleted", "feature")}
-    checkpoint = fold["truncated"] / run_folder.CHECKPOINT
-    checkpoint.write_bytes(checkpoint.read_bytes()[:200])
+    truncated = fold["truncated"] / run_folder.CHECKPOINT
+    truncated.write_bytes(truncated.read_bytes()[:200])
     (fold["deleted"] / run_folder.CHECKPOINT).unlink()
     (fold["feature"] / run_folder.CHECKPOINT).unlink()
     (fold["feature"] / "feature_model.json").write_text('{"format": "mars-gcms feature mo')
@@ -249,7 +249,7 @@ def test_collect_models_leaves_out_models_whose_model_file_does_not_load(tmp_pat
                                        check_model=check_model_file)
     assert collected.names == ["good/net/seed0"]
     problems = "\n".join(collected.problems)
-    assert (f"truncated/net/seed0: left out: fold 1: {checkpoint}: cannot load the "
+    assert (f"truncated/net/seed0: left out: fold 1: {truncated}: cannot load the "
             f"checkpoint") in problems
     assert (f"deleted/net/seed0: left out: fold 1: {fold['deleted']}: no model file "
             f"(checkpoint.pt or feature_model.json)") in problems

@@ -49,7 +49,8 @@ def test_exactly_k_runs_share_a_gpu_for_every_k_up_to_16(tmp_path):
     from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=1, threads_per_worker=17, resources={"GPU": 1},
-                      processes=False, dashboard_address=None) as local, Client(local) as client:
+                      processes=False, dashboard_address=None) as dask_cluster, \
+            Client(dask_cluster) as client:
         for k in range(1, 17):
             folder, release = tmp_path / f"k{k}", tmp_path / f"k{k}" / "release"
             folder.mkdir()
@@ -141,11 +142,11 @@ def test_a_batch_queue_that_starts_no_worker_is_not_waited_for_forever():
     from distributed import Client, LocalCluster
 
     lines = []
-    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as local, \
-            Client(local) as client:
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as dask_cluster, \
+            Client(dask_cluster) as client:
         began = time.monotonic()
         with pytest.raises(batch.ClusterWaitError, match=r"within 2 s \(--wait-timeout\)"):
-            batch.wait_for_batch_workers(client, local, timeout=2, progress=lines.append,
+            batch.wait_for_batch_workers(client, dask_cluster, timeout=2, progress=lines.append,
                                            report_every=0.5)
         assert time.monotonic() - began < 15
     assert lines and "0 batch job(s) asked for, 0 submitted" in lines[0]

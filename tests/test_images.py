@@ -174,8 +174,8 @@ def test_cache_parallel_equals_serial(competition_dir, tmp_path):
 RENDER_AFTER_GO = """
 import sys, time
 from pathlib import Path
-from lib.dataset import load_competition
-from lib.images import build_image_cache
+from lib.data.dataset import load_competition
+from lib.data.images import build_image_cache
 data_dir, cache, go = sys.argv[1:]
 metadata = load_competition(data_dir).metadata
 while not Path(go).exists():
