@@ -31,7 +31,7 @@ lib_deps = $(shell $(PYTHON) scripts/notebook_deps.py notebooks/$(1).ipynb)
 # --engine ipc: the kernel on Unix sockets that only this user can reach (lib/papermill_engine.py)
 PAPERMILL = $(BIN)/papermill --kernel python3 --engine ipc --log-level WARNING
 
-.PHONY: setup data demo report test test-fast lint lab clean wheelhouse FORCE
+.PHONY: setup data demo report test test-fast lint lab clean wheelhouse benchmarks-doc FORCE
 
 setup: $(STAMP)
 
@@ -119,7 +119,7 @@ lint: setup
 lab: setup
 	$(BIN)/jupyter lab notebooks
 
-# Wheels for an offline GPU machine that has its own torch and timm (README: Offline GPU
+# Wheels for an offline GPU machine that has its own torch and timm (docs/gpu.md, "An offline GPU
 # machine): what scripts/gpu_check.py needs besides them, for another Python and platform.
 WHEEL_PYTHON ?= 3.12
 WHEEL_PLATFORM ?= manylinux_2_28_x86_64
@@ -128,6 +128,11 @@ WHEELHOUSE_MAX_MIB ?= 56
 wheelhouse:
 	$(PYTHON) scripts/wheelhouse.py --python-version $(WHEEL_PYTHON) --platform $(WHEEL_PLATFORM) \
 	  --dest $(WHEELHOUSE) --max-mib $(WHEELHOUSE_MAX_MIB)
+
+# docs/benchmarks.md from benchmarks/*.json (what the benchmark scripts wrote: machine, date,
+# command, figures), and README's demo results block from benchmarks/demo_small.json.
+benchmarks-doc: setup
+	$(BIN)/python scripts/render_benchmarks.py
 
 clean:
 	rm -rf $(REPORTS) $(CACHE_DIR)/$(DATASET)

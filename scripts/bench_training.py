@@ -1,5 +1,5 @@
 """Training and inference throughput of one backbone on one device, through the real code path
-(lib.training.fit and predict_logits on random images held on the device).
+(lib.train.fit.fit and predict_logits on random images held on the device).
 
     python scripts/bench_training.py --backbone resnet34 --head cls3 --device auto
     python scripts/bench_training.py --backbone hrnet_w64 --no-amp --no-channels-last
@@ -7,17 +7,22 @@
 
 Prints one JSON line: training samples/s (the last epoch, after warm-up), inference samples/s
 (eval forward = five time widths), the first epoch's seconds (training + OOF eval; with
---compile it holds the compilation), the graphs torch.compile made, and the settings.
+--compile it holds the compilation), the graphs torch.compile made, and the settings; and
+writes them, with the machine, date and command, to --json (default
+benchmarks/bench_training_<backbone>[_<head>][_<device>][_fp32][_compile].json, naming what
+differs from the defaults; scripts/render_benchmarks.py renders them into docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import numpy as np
 import torch
+from bench_common import add_json_option, default_json, describe_machine, utc_now, write_result
 
 from lib.models.cnn import build_model
 from lib.train.device import (
@@ -47,7 +52,9 @@ def main() -> None:
     parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     parser.add_argument("--tf32", action="store_true", help="TF32 for fp32 work on CUDA")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    add_json_option(parser, "bench_training_<backbone>")
     args = parser.parse_args()
+    machine, date = describe_machine(), utc_now()
 
     device = pick_device(args.device)
     rng = np.random.default_rng(0)
@@ -77,7 +84,7 @@ def main() -> None:
     predict_logits(model, data, np.arange(n), settings)
     _sync(device)
     infer_rate = n / (time.perf_counter() - started)
-    print(json.dumps(dict(
+    figures = dict(
         backbone=args.backbone, head=args.head, device=str(device),
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         precision=precision(device, settings),
@@ -86,7 +93,26 @@ def main() -> None:
         train_samples_per_s=round(train_rate, 1), infer_samples_per_s_tta5=round(infer_rate, 1),
         first_epoch_s=round(first["train_seconds"] + first["eval_seconds"], 1),
         compiled_graphs=_compiled_graphs() if args.compile else 0,
-        torch_threads=torch.get_num_threads())))
+        torch_threads=torch.get_num_threads(), samples=n, epochs=args.epochs)
+    print(json.dumps(figures))
+    path = write_result(args.json or default_json(result_name(args, device)), "bench_training",
+                        figures, machine, date)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def result_name(args: argparse.Namespace, device: torch.device) -> str:
+    """bench_training_<backbone>, then what differs from the defaults: _<head> unless cls3,
+    _<device type> unless the CPU, _fp32 without amp on a GPU, _compile."""
+    parts = ["bench_training", args.backbone.replace("/", "_")]
+    if args.head != "cls3":
+        parts.append(args.head)
+    if device.type != "cpu":
+        parts.append(device.type)
+        if not args.amp:
+            parts.append("fp32")
+    if args.compile:
+        parts.append("compile")
+    return "_".join(parts)
 
 
 def _compiled_graphs() -> int:

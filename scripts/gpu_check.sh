@@ -8,7 +8,7 @@
 #   SMOKE=1 bash scripts/gpu_check.sh               # every phase at toy size on the CPU
 #
 # Python: $PY, else this repo's .venv, else python3 (an offline GPU machine's own, with the
-# wheelhouse installed: README, Offline GPU machine).
+# wheelhouse installed: docs/gpu.md, "An offline GPU machine").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${PY:-}" ]; then

@@ -1,5 +1,5 @@
 """The lib/ files that notebooks import, directly or through other lib modules (the Makefile's
-prerequisites of each executed notebook, so an edit to lib/explain.py does not re-run 01).
+prerequisites of each executed notebook, so an edit to lib/explain/cam.py does not re-run 01).
 
     python3 scripts/notebook_deps.py notebooks/01_eda.ipynb [...]   # one path a line
 

@@ -31,8 +31,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # What the GPU check imports besides torch and timm: lib's own needs on the training path
-# (lightgbm too: 03_train imports lib.inference, which imports lib.feature_models), papermill
-# and its kernel (ipykernel), the sweep (dask, distributed), the folds.
+# (lightgbm too: 03_train imports lib.train.predict, which imports
+# lib.models.feature_models), papermill and its kernel (ipykernel), the sweep (dask,
+# distributed), the folds.
 GPU_CHECK_NEEDS = ["numpy", "pandas", "matplotlib", "scikit-learn", "iterative-stratification",
                    "lightgbm", "pyyaml", "tqdm", "psutil", "papermill", "ipykernel", "nbformat",
                    "dask", "distributed"]

@@ -300,6 +300,8 @@ def test_ensemble_takes_feature_and_cnn_runs(workspace):
     assert set(selection["grow_by_one"]) | set(selection["remove_by_one"]) <= {
         "demo/test_efficientnet/seed0", "features_gbm/lightgbm/seed0"}
     assert {"ensemble (chosen)", "best single model"} <= set(selection["comparison"])
+    assert selection["best_single_model"] in {"demo/test_efficientnet/seed0",
+                                              "features_gbm/lightgbm/seed0"}
     submission = pd.read_csv(out / "submission.csv")
     assert list(submission.columns) == ["sample_id", *LABELS] and len(submission) == 12
     # synthetic data: every predictor of the comparison is scored on the hidden test labels too

@@ -1,4 +1,4 @@
-"""lib.fold_run: the steps 03_train and 03b_train_features share (open, split, OOF table,
+"""lib.runs.fold_run: the steps 03_train and 03b_train_features share (open, split, OOF table,
 finish), on the hand-made competition folder."""
 
 from __future__ import annotations

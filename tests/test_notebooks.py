@@ -99,10 +99,10 @@ def test_eda_and_preprocess(workspace):
 
 @pytest.fixture(scope="module")
 def trained_run(workspace):
-    """The README's papermill command with params/demo.yaml, shrunk to tiny data and a tiny
-    backbone (a run folder under runs/ that papermill must create). It runs in the test's
-    folder with --inject-output-path, so the run folder is the executed notebook's, in the
-    test's runs/ and not the repository's."""
+    """The papermill command of README.md and docs/training.md with params/demo.yaml, shrunk to
+    tiny data and a tiny backbone (a run folder under runs/ that papermill must create). It
+    runs in the test's folder with --inject-output-path, so the run folder is the executed
+    notebook's, in the test's runs/ and not the repository's."""
     root, name = workspace["root"], "pytest"
     relative = f"runs/{name}/test_efficientnet/fold1_seed3/03_train.ipynb"
     command = [sys.executable, "-m", "papermill", str(NOTEBOOKS / "03_train.ipynb"), relative,

@@ -1,10 +1,11 @@
-"""Read and validate a competition folder (layout: README "Data").
+"""Read and validate a competition folder (layout: docs/data.md).
 
 Every problem is reported as a ``DataError`` whose message names the file and, where there is
 one, the row or sample and what is wrong, so a user can fix their copy of the data.
 
 The hidden answers a synthetic folder holds beside these files (truth.csv, test_labels.csv) are
-never read here: nothing that trains, selects or predicts sees them (lib.leaderboard scores).
+never read here: nothing that trains, selects or predicts sees them (lib.ensemble.leaderboard
+scores).
 
     DATA_DIR/metadata.csv            sample_id,split,derivatized,features_path,features_md5_hash
     DATA_DIR/train_labels.csv        sample_id + 9 label columns (0/1)

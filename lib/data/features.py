@@ -38,8 +38,8 @@ def image_features(images: np.ndarray, derivatized: np.ndarray, *, kind: str = "
       (sum of the band's cells / t), and the time of the row's maximum (column / (t - 1), in
       [0, 1]; 0 for an all-zero row). m * (2 * n_bands + 1) features, mass-major:
       m<mass>_max_b<k>..., m<mass>_area_b<k>..., m<mass>_peak_time.
-    - "benchmark": the organisers' benchmark recipe (lib.baselines.benchmark_features) on the
-      cached image: subtract each mass row's minimum over time (background), divide by the
+    - "benchmark": the organisers' benchmark recipe (lib.ensemble.baselines.benchmark_features)
+      on the cached image: subtract each mass row's minimum over time (background), divide by the
       sample's new maximum, then the maximum of each row in ``n_bands`` equal time bands
       (the benchmark's 50 bins of 0.5 min over 0-25 min become bands of normalised time here,
       and its m/z 0-349 the cache's 0..m-1). m * n_bands features: m<mass>_max_b<k>.

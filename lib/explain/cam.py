@@ -22,7 +22,7 @@ INPUT_LAYER = "input"
 
 
 # The CAM of each backbone family when 06 names none: (method, target layer), measured against
-# the synthetic truth by scripts/measure_cam_layers.py (README: Explanations). A backbone not
+# the synthetic truth by scripts/measure_cam_layers.py (docs/explanations.md). A backbone not
 # listed gets LayerCAM at its last feature map ("": the map the head pools).
 CAM_DEFAULTS: dict[str, tuple[str, str]] = {
     # demo CNN (cls3), synthetic small, 2 positive OOF samples per label: labels (of 9) whose

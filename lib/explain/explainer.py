@@ -114,7 +114,7 @@ def pick_samples(oof_labels: pd.DataFrame, n_per_label: int, seed: int = 0,
 
 def run_family(run_dir: Path) -> str:
     """"cnn" or "feature" (a key of FAMILIES) for a finished run, from the backbone its
-    metrics.json records (a feature learner: lib.feature_models.LEARNERS). FileNotFoundError
+    metrics.json records (a feature learner: lib.core.families.LEARNERS). FileNotFoundError
     naming the run and the file when the run is unfinished (no DONE), has no metrics.json, or
     lacks the file its family needs (checkpoint.pt, feature_model.json)."""
     run_dir = Path(run_dir)
@@ -202,7 +202,7 @@ def explain_model(name: str, fold_runs: dict[int, Path], cache: dict[str, np.nda
     """Maps and occlusion drops of one model (a CNN or a feature model) for positive OOF
     samples of each label.
 
-    fold_runs: {fold: run folder} of the model; cache: an image cache (lib.images:
+    fold_runs: {fold: run folder} of the model; cache: an image cache (lib.data.images:
     sample_ids, derivatized, images (N, m, t)) of the runs' image size; train_labels: the 9
     label columns indexed by sample_id; folds: sample_id, fold. Each sample is explained by the
     fold model that did not train on it; up to n_per_label samples per label (pick_samples,

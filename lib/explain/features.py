@@ -1,11 +1,11 @@
-"""Attribution of the feature family (lib.feature_models) on the m/z x time grid of the CNNs.
+"""Attribution of the feature family (lib.models.feature_models) on the m/z x time grid of the CNNs.
 
 A feature model's logit is a sum of per-feature contributions: the logistic regression's
 coefficient x standardised feature value, LightGBM's own per-feature contributions
 (``pred_contrib``, SHAP values of the trees), the MLP's integrated gradients (the gradient of
 its mean logit along the straight path from the training mean, standardised input 0, to the
 sample's standardised input, x that input; they add up to the logit minus the logit at the
-training mean). lib.features computes every feature from one m/z row of the cached image, most
+training mean). lib.data.features computes every feature from one m/z row of the cached image, most
 of them from one time band of it, so each contribution is put back on the cells it was
 computed from:
 
@@ -43,7 +43,7 @@ IG_STEPS = 32  # integrated gradients of an MLP: midpoints of this many steps al
 def feature_contributions(model: FeatureModel, features: np.ndarray) -> np.ndarray:
     """Per-feature contributions to each label's logit.
 
-    features: (n, F) from lib.features.image_features with the model's settings. Returns
+    features: (n, F) from lib.data.features.image_features with the model's settings. Returns
     (n, 9, F) float64: logistic regression: coef x (log10(feature + 1e-4) - center) / scale;
     LightGBM: pred_contrib without its bias column; MLP: integrated_gradients; a label fitted
     as a constant: zeros. The logit is the sum over F plus a per-label offset (intercept,
@@ -96,7 +96,7 @@ def contributions_to_grid(contributions: np.ndarray, names: list[str], image: np
     """One sample's per-feature contributions put back on the cells they were computed from
     (see the module docstring).
 
-    contributions: (F,) or (L, F) for L labels; names: (F,) lib.features names (any kind);
+    contributions: (F,) or (L, F) for L labels; names: (F,) lib.data.features names (any kind);
     image: (m, t) the cached image the features came from; n_bands: the features' number of
     time bands. Returns (m, t) or (L, m, t) float32; the sum over cells is the sum of the
     contributions of the m/z and total-ion features (derivatized left out).

@@ -48,7 +48,8 @@ def save_scores(output_dir: str | Path, scores: dict, why_none: str) -> str:
 
 
 def time_bin(time_min: np.ndarray, run_start: float, run_end: float, t_bins: int) -> np.ndarray:
-    """Minutes -> time bin of the image (lib.images.render_image's rule), clipped to the grid."""
+    """Minutes -> time bin of the image (lib.data.images.render_image's rule), clipped to the
+    grid."""
     span = max(run_end - run_start, 1e-12)
     bins = np.round((np.asarray(time_min, float) - run_start) / span * (t_bins - 1))
     return np.clip(bins, 0, t_bins - 1).astype(int)
@@ -194,7 +195,7 @@ def score_explanations(explanations: Sequence[ModelExplanation], truth: pd.DataF
                        seed: int = 0) -> pd.DataFrame:
     """Score every explained (model, sample, label) against the truth (lib.synthetic.truth).
 
-    spans: {sample_id: (first, last scan time in minutes)} (lib.dataset.run_span). The region
+    spans: {sample_id: (first, last scan time in minutes)} (lib.data.dataset.run_span). The region
     of a label is its true ions inside their windows (truth_region, role "label"); a sample
     whose label shows no ion inside the image (a row without an ion, or ions off the image) is
     not scored. Returns one row per scored (model, sample_id, label) with the score columns

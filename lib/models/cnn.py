@@ -84,7 +84,7 @@ class GcmsNet(nn.Module):
         self.head = head
         self.features_only = features_only
         self.width_offsets = tuple(width_offsets)
-        self.channels_last = False  # set by lib.training.prepare_model on CUDA
+        self.channels_last = False  # set by lib.train.device.prepare_model on CUDA
 
     def forward_width(self, x: torch.Tensor, width: int) -> torch.Tensor:
         """(B, 2, m, t) -> (B, 9) logits at one time width."""

@@ -1,5 +1,5 @@
 """The feature-based family: per label, a gradient-boosting model (LightGBM) or a regularised
-logistic regression on lib.features statistics, or one small neural network (MLP) for all nine
+logistic regression on lib.data.features statistics, or one small neural network (MLP) for all nine
 labels, fitted on one fold (03b_train_features).
 
 Shapes: features (n, F) float32; labels (n, 9) 0/1; logits (n, 9) float32. The logits go
@@ -109,7 +109,7 @@ def fit_feature_model(features: np.ndarray, labels: np.ndarray, settings: Featur
                       seed: int, config: dict | None = None) -> FeatureModel:
     """Fit one model per label on the training rows.
 
-    features: (n, F) from lib.features.image_features; labels: (n, 9) 0/1. ``seed`` seeds
+    features: (n, F) from lib.data.features.image_features; labels: (n, 9) 0/1. ``seed`` seeds
     LightGBM's bagging and feature sampling, and the MLP's networks (network k of n_seeds:
     network_seed(seed, k)); the logistic regression is deterministic. The MLP is one network
     for the nine labels on standardised features (see train_mlp). ``config`` (JSON-able) is

@@ -1,7 +1,7 @@
 """The settings of one feature-model fit (03b_train_features), checked when they are made.
 
-Kept apart from lib.feature_models (LightGBM, scikit-learn, torch) so that lib.sweep can check
-a plan's 03b parameters before it launches anything, without importing those libraries.
+Kept apart from lib.models.feature_models (LightGBM, scikit-learn, torch) so that lib.sweep can
+check a plan's 03b parameters before it launches anything, without importing those libraries.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class FeatureSettings:
     parameter for a value that cannot work."""
 
     learner: str = "lightgbm"
-    features: str = "bands"  # lib.features kind
+    features: str = "bands"  # lib.data.features kind
     n_bands: int = 4
     n_estimators: int = 300  # boosting rounds
     learning_rate: float = 0.05
@@ -99,7 +99,7 @@ def check_run_parameters(values: dict) -> None:
     """ValueError naming the parameter when 03b_train_features' parameters ``values`` (its
     defaults overlaid with a params file, plan entry and overrides) cannot fit: the learner
     (``backbone``) and FeatureSettings' checks, and n_bands against t_bins. What the sweep
-    checks before any run starts (lib.plans.check_runs)."""
+    checks before any run starts (lib.runs.plans.check_runs)."""
     feature_settings(values)
     if not values["n_bands"] <= values["t_bins"]:
         raise ValueError(f"n_bands must be in 1..t_bins ({values['t_bins']}), got "

@@ -73,7 +73,7 @@ def check_model_payload(payload) -> str | None:
     text decoded); F, the number of features, is the same for the coefficients, the
     standardisation (center, scale > 0; logistic and MLP), LightGBM's max_feature_idx + 1,
     the config's feature_names and what its features / m_bins / n_bands give
-    (lib.features.n_features)."""
+    (lib.data.features.n_features)."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         return f"not a feature model file ({FORMAT})"
     missing = [k for k in ("learner", "config", "per_label", "center", "scale")

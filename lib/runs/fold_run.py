@@ -54,7 +54,7 @@ class FoldSplit:
 
 
 def split_fold(data, folds: pd.DataFrame, fold: int) -> FoldSplit:
-    """One fold's FoldSplit of ``data`` (a lib.dataset.Competition) with ``folds`` (columns
+    """One fold's FoldSplit of ``data`` (a lib.data.dataset.Competition) with ``folds`` (columns
     sample_id, fold: every train sample)."""
     fold_of = folds.set_index("sample_id")["fold"]
     train = data.split_ids("train")

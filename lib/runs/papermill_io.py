@@ -38,7 +38,8 @@ class StdoutCopyHandler(StreamHandler):
         try:
             kept = keep_run_copy(buf)
         except Exception as error:  # the stdout copy is what the user asked for; never fail it
-            print(f"lib.papermill_io: no copy kept in the run folder ({error})", file=sys.stderr)
+            print(f"lib.runs.papermill_io: no copy kept in the run folder ({error})",
+                  file=sys.stderr)
         else:
             if kept:
                 print(f"executed notebook kept at {kept}", file=sys.stderr)

@@ -85,7 +85,7 @@ def start_run(run_dir: Path) -> Path:
 
 
 def data_fingerprint(data) -> str:
-    """A hash of what a run learns from and is scored on (a lib.dataset.Competition): sample
+    """A hash of what a run learns from and is scored on (a lib.data.dataset.Competition): sample
     ids, splits, derivatized flags and labels. Not the folder's path, which differs between
     the machines of a cluster; equal data in another place gives the same fingerprint."""
     meta = data.metadata.sort_values("sample_id")

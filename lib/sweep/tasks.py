@@ -10,7 +10,7 @@ Dask schedules: without an address a ``distributed.LocalCluster`` of worker proc
 this machine (one per GPU of ``--gpus``, default all, each pinned by its nanny with
 CUDA_VISIBLE_DEVICES; on CPU ``--workers`` of them sharing the cores) and is closed at the end.
 GPU workers advertise the resource ``GPU=1`` and each run asks for a ``1 / runs_per_gpu`` share
-of it (lib.cluster.gpu_share). The runs' device is decided once, here: ``auto`` becomes ``cuda``
+of it (lib.sweep.local.gpu_share). The runs' device is decided once, here: ``auto`` becomes ``cuda``
 when the workers advertise GPUs, else ``cpu``; runs that need CUDA are checked on every worker
 before anything trains, and never fall back to the CPU.
 

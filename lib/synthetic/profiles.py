@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from lib.core.schema import SPLITS
 
 # Strength of the train-to-test shift every profile gets by default (0: an i.i.d. test split),
-# calibrated with scripts/calibrate_synthetic.py on `small` (README: Synthetic data).
+# calibrated with scripts/calibrate_synthetic.py on `small` (docs/synthetic-data.md).
 DEFAULT_SHIFT = 1.75
 
 

@@ -16,7 +16,7 @@ from lib.train.settings import TrainSettings
 
 
 def normalize_axis(images: torch.Tensor, norm: str) -> torch.Tensor:
-    """Torch twin of lib.images.normalize_axis on (..., m, t)."""
+    """Torch twin of lib.data.images.normalize_axis on (..., m, t)."""
     if norm == "none":
         return images
     axis = -1 if norm == "mass" else -2
@@ -24,7 +24,7 @@ def normalize_axis(images: torch.Tensor, norm: str) -> torch.Tensor:
 
 
 def intensity_transform(x: torch.Tensor, transform: str) -> torch.Tensor:
-    """Torch twin of lib.images.intensity_transform on (B, 2, m, t), item by item."""
+    """Torch twin of lib.data.images.intensity_transform on (B, 2, m, t), item by item."""
     x = (x / _item_max(x)).clamp(MIN_CLIP, 1.0)
     if transform == "log":
         x = torch.log10(x)

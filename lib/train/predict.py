@@ -86,7 +86,7 @@ def predict_runs(run_dirs: list[Path], images: np.ndarray, derivatized: np.ndarr
     """Mean over each model's folds of the probabilities, per model (see model_key): TTA
     logits of the CNN runs, each in the precision it trained in (see run_precision; bf16
     and TF32 where the device has them), feature-model logits of the feature runs
-    (lib.features of the same images).
+    (lib.data.features of the same images).
 
     images: (N, m, t) single-channel images (an image cache's ``images``); derivatized (N,).
     Returns {model key: (N, 9) float32 probabilities}. Every run must match the images'
