@@ -299,9 +299,16 @@ def test_ensemble_takes_feature_and_cnn_runs(workspace):
     assert selection["left_out"] == []
     assert set(selection["grow_by_one"]) | set(selection["remove_by_one"]) <= {
         "demo/test_efficientnet/seed0", "features_gbm/lightgbm/seed0"}
-    assert {"ensemble (chosen)", "best single model"} <= set(selection["comparison"])
+    assert {"ensemble (chosen)", "best single model",
+            "3rd place's dense network"} <= set(selection["comparison"])
     assert selection["best_single_model"] in {"demo/test_efficientnet/seed0",
                                               "features_gbm/lightgbm/seed0"}
+    # the score selection compares (clipped) is shown beside the loss: the chosen ensemble's
+    # is never above the best single model's (up to float32 rounding), whatever their losses
+    scored = selection["comparison_selection_score"]
+    assert set(scored) == set(selection["comparison"])
+    assert scored["ensemble (chosen)"] <= scored["best single model"] + 1e-6  # float32
+    assert all(scored[k] <= selection["comparison"][k] + 1e-12 for k in scored)
     submission = pd.read_csv(out / "submission.csv")
     assert list(submission.columns) == ["sample_id", *LABELS] and len(submission) == 12
     # synthetic data: every predictor of the comparison is scored on the hidden test labels too
@@ -346,7 +353,7 @@ def test_ensemble_scores_nothing_on_bad_test_labels_and_still_submits(workspace)
                                             runs_dir=str(workspace["runs"]),
                                             data_dir=str(data_dir),
                                             cache_dir=workspace["cache_dir"], output_dir=str(out),
-                                            lr_baseline=False),
+                                            lr_baseline=False, third_place=False),
                             kernel_name="python3", progress_bar=False)
         selection = json.loads((out / "selection.json").read_text())
         assert "test" not in selection

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import re
@@ -24,6 +25,7 @@ from lib.synthetic import (
     TRUTH_COLUMNS,
     FolderRefusedError,
     Instrument,
+    Profile,
     draw_labels,
     expected_prevalence,
     format_run_csv,
@@ -376,6 +378,28 @@ def test_its_own_folder_is_reused_and_other_settings_are_refused(tiny, capsys):
         with pytest.raises(FolderRefusedError, match="the generator made it with profile tiny"):
             generate(tiny, **{"profile": "tiny", **other})
     assert _snapshot(tiny) == before
+
+
+def test_a_profile_object_makes_a_folder_of_its_own_size(tiny, tmp_path):
+    """generate takes a Profile as well as a name: its sizes are written, the marker holds
+    its fields (or the name of an equal named profile), the folder is reused for the same
+    Profile and refused for another; a Profile with a bad field is refused before writing."""
+    custom = dataclasses.replace(TINY, n_train=5, n_val=2, n_test=3)
+    folder = generate(tmp_path / "custom", custom, seed=0)
+    assert load_competition(folder).metadata["split"].value_counts().to_dict() == {
+        "train": 5, "test": 3, "val": 2}
+    assert generator_settings(folder)["profile"] == dataclasses.asdict(custom)
+    assert generate(folder, dataclasses.replace(custom), seed=0) == folder  # reused
+    with pytest.raises(FolderRefusedError, match="the generator made it with profile"):
+        generate(folder, dataclasses.replace(custom, n_test=4), seed=0)
+    # the same sizes as the named profile: the same folder, byte for byte, marked by name
+    same = generate(tmp_path / "same", Profile(**dataclasses.asdict(TINY)), seed=0)
+    assert generator_settings(same)["profile"] == "tiny" and _md5s(same) == _md5s(tiny)
+    for field, bad in (("n_train", -1), ("max_mass", 1), ("scan_interval_min", 0.0),
+                       ("shift", float("nan")), ("n_val", 2.5)):
+        with pytest.raises(ValueError, match=f"profile {field} must be"):
+            generate(tmp_path / f"bad_{field}", dataclasses.replace(custom, **{field: bad}))
+        assert not (tmp_path / f"bad_{field}").exists()
 
 
 def test_a_folder_made_before_the_marker_is_recognised_by_its_runs(tiny, tmp_path):

@@ -23,7 +23,7 @@ import pandas as pd
 
 from lib.core.files import atomic_path, atomic_write_csv, current_umask
 from lib.core.schema import LABELS, METADATA_COLUMNS, SAMPLE_COLUMNS, SPLITS
-from lib.synthetic.profiles import PROFILES, Profile
+from lib.synthetic.profiles import PROFILES, Profile, check_profile, profile_key
 from lib.synthetic.samples import sample_table
 from lib.synthetic.simulate import shifted_instrument, simulate_run_with_truth
 from lib.synthetic.truth import TRUTH_COLUMNS, TRUTH_FILE
@@ -170,15 +170,15 @@ class FolderRefusedError(ValueError):
     settings); it is left as it is. The message names the folder and says why."""
 
 
-def check_settings(profile: str, seed: int, limit: int | None = None, workers: int = 1,
-                   shift: float | None = None) -> None:
-    """ValueError saying which setting is wrong: an unknown profile, a negative seed (numpy's
-    generators take non-negative integers), a negative limit, fewer than one worker, a shift
-    that is negative or not finite."""
+def check_settings(profile: Profile | str, seed: int, limit: int | None = None,
+                   workers: int = 1, shift: float | None = None) -> None:
+    """ValueError saying which setting is wrong: an unknown profile name or a Profile with a
+    bad field (lib.synthetic.profiles.check_profile), a negative seed (numpy's generators take
+    non-negative integers), a negative limit, fewer than one worker, a shift that is negative
+    or not finite."""
     if shift is not None and not (np.isfinite(shift) and shift >= 0):
         raise ValueError(f"shift must be a finite number, 0 or more, got {shift!r}")
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; known: {sorted(PROFILES)}")
+    check_profile(profile)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if limit is not None and limit < 0:
@@ -189,7 +189,7 @@ def check_settings(profile: str, seed: int, limit: int | None = None, workers: i
 
 def generate(
     out_dir: str | os.PathLike,
-    profile: str = "small",
+    profile: Profile | str = "small",
     seed: int = 0,
     limit: int | None = None,
     workers: int = 1,
@@ -198,12 +198,14 @@ def generate(
 ) -> Path:
     """Write a synthetic competition folder and return its path.
 
-    limit: write only the first N samples (sample-id order); metadata, label and truth files
-    then cover only those. workers: processes used to simulate and write runs (output is
-    identical for any value). shift: strength of the train-to-test shift of the test split
-    (None: the profile's; 0: an i.i.d. test split; train and val are the same for every
-    shift). truth.csv: see lib.synthetic.truth; TEST_LABELS (test_labels.csv): the test
-    split's labels, which only scoring may read. MARKER (synthetic.json) records the profile,
+    profile: a name of PROFILES, or any Profile (a folder of any size, e.g.
+    ``dataclasses.replace(PROFILES["small"], n_train=500)``). limit: write only the first N
+    samples (sample-id order); metadata, label and truth files then cover only those.
+    workers: processes used to simulate and write runs (output is identical for any value).
+    shift: strength of the train-to-test shift of the test split (None: the profile's; 0: an
+    i.i.d. test split; train and val are the same for every shift). truth.csv: see
+    lib.synthetic.truth; TEST_LABELS (test_labels.csv): the test split's labels, which only
+    scoring may read. MARKER (synthetic.json) records the profile (its name, or its fields),
     seed, limit and shift.
 
     The folder is written as a temporary sibling and renamed into place, so it is whole or
@@ -215,12 +217,13 @@ def generate(
     settings (check_settings), before anything is touched.
     """
     check_settings(profile, seed, limit, workers, shift)
-    shift = PROFILES[profile].shift if shift is None else float(shift)
+    prof = check_profile(profile)
+    shift = prof.shift if shift is None else float(shift)
     out = Path(out_dir)
-    wanted = _marker(profile, seed, limit, shift)
+    wanted = _marker(prof, seed, limit, shift)
     occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
     if occupied and not force:
-        found = generator_settings(out) or _recognise_unmarked(out, profile, seed, shift)
+        found = generator_settings(out) or _recognise_unmarked(out, prof, seed, shift)
         if found == wanted:
             return out
         raise FolderRefusedError(_refusal(out, found, wanted))
@@ -228,7 +231,7 @@ def generate(
     partial = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
     try:
         partial.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide the data
-        _write_folder(partial, PROFILES[profile], seed, limit, workers, shift)
+        _write_folder(partial, prof, seed, limit, workers, shift)
         _write_bytes(partial / MARKER, json.dumps(wanted, indent=2).encode())
         _move_into_place(partial, out)
     finally:
@@ -250,7 +253,7 @@ def generator_settings(folder: str | os.PathLike) -> dict | None:
     return {**found, "shift": float(found.get("shift", 0.0))}
 
 
-def _recognise_unmarked(folder: Path, profile: str, seed: int, shift: float) -> dict | None:
+def _recognise_unmarked(folder: Path, prof: Profile, seed: int, shift: float) -> dict | None:
     """The settings of a folder the generator made with ``profile``, ``seed`` and ``shift``
     before MARKER
     existed, or None: its metadata.csv must list a prefix of that profile's samples with their
@@ -262,7 +265,6 @@ def _recognise_unmarked(folder: Path, profile: str, seed: int, shift: float) -> 
                                                   "features_md5_hash")]
     except (OSError, ValueError, KeyError):
         return None
-    prof = PROFILES[profile]
     table = sample_table(prof, seed, shift).iloc[:len(metadata)]
     expected = [table["sample_id"].tolist(), table["split"].tolist(),
                 np.where(table["derivatized"], "1", "").tolist()]
@@ -273,17 +275,18 @@ def _recognise_unmarked(folder: Path, profile: str, seed: int, shift: float) -> 
         simulated, path = _check_sample(tasks[i])[0], Path(tasks[i][0])
         if simulated != columns[3][i] or not path.is_file() or _file_md5(path) != simulated:
             return None
-    found = _marker(profile, seed, len(metadata), shift)
+    found = _marker(prof, seed, len(metadata), shift)
     _write_bytes(folder / MARKER, json.dumps(found, indent=2).encode())
     return found
 
 
-def _marker(profile: str, seed: int, limit: int | None, shift: float) -> dict:
-    """The MARKER of a folder of these settings (limit None when it covers the profile)."""
-    n_samples = sum(PROFILES[profile].split_sizes.values())
+def _marker(prof: Profile, seed: int, limit: int | None, shift: float) -> dict:
+    """The MARKER of a folder of these settings (limit None when it covers the profile;
+    profile: lib.synthetic.profiles.profile_key)."""
+    n_samples = sum(prof.split_sizes.values())
     limit = None if limit is None or limit >= n_samples else int(limit)
-    return {"format": MARKER_FORMAT, "profile": profile, "seed": int(seed), "limit": limit,
-            "shift": float(shift)}
+    return {"format": MARKER_FORMAT, "profile": profile_key(prof), "seed": int(seed),
+            "limit": limit, "shift": float(shift)}
 
 
 def _refusal(out: Path, found: dict | None, wanted: dict) -> str:
@@ -343,7 +346,7 @@ def _write_test_labels(out: Path, table: pd.DataFrame) -> Path:
     return atomic_write_csv(test, out / TEST_LABELS, lineterminator="\n")
 
 
-def write_truth(out_dir: str | os.PathLike, profile: str = "small", seed: int = 0,
+def write_truth(out_dir: str | os.PathLike, profile: Profile | str = "small", seed: int = 0,
                 workers: int = 1, shift: float | None = None) -> Path:
     """Add truth.csv and TEST_LABELS (test_labels.csv) to a folder that ``generate`` wrote
     (with the same profile and seed) before those files existed; the runs are simulated
@@ -355,12 +358,12 @@ def write_truth(out_dir: str | os.PathLike, profile: str = "small", seed: int = 
     if shift is None:
         shift = (generator_settings(out) or {}).get("shift", 0.0)
     metadata = pd.read_csv(out / "metadata.csv", dtype=str, keep_default_na=False)
-    table = sample_table(PROFILES[profile], seed, shift)
+    prof = check_profile(profile)
+    table = sample_table(prof, seed, shift)
     if list(metadata["sample_id"]) != list(table["sample_id"][:len(metadata)]):
         raise ValueError(f"{out}: its samples are not those of profile {profile!r}")
     table = table.iloc[:len(metadata)]
-    results = _map(_check_sample, sample_tasks(out, table, PROFILES[profile], seed, shift),
-                   workers)
+    results = _map(_check_sample, sample_tasks(out, table, prof, seed, shift), workers)
     for sample_id, expected, (md5, _) in zip(metadata["sample_id"],
                                              metadata["features_md5_hash"], results):
         if md5 != expected:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 
 from lib.core.schema import SPLITS
 
@@ -48,6 +49,9 @@ PROFILES: dict[str, Profile] = {
     # CPU demo: coarse scans (at least 240 per run) and masses to 300: about 650 MB
     "small": Profile(n_train=240, n_val=80, n_test=80, scan_interval_min=0.2, max_mass=300,
                      min_scans=240),
+    # real counts at small's resolution (scans, masses to 300): about 2.6 GB
+    "medium": Profile(n_train=809, n_val=312, n_test=463, scan_interval_min=0.2, max_mass=300,
+                      min_scans=240),
     # real counts, scan rate and mass range: 175k-1M rows per run
     "full": Profile(n_train=809, n_val=312, n_test=463, scan_interval_min=0.02, max_mass=535),
 }
@@ -60,3 +64,39 @@ def get_profile(profile: Profile | str) -> Profile:
     if profile not in PROFILES:
         raise KeyError(f"unknown synthetic profile {profile!r}; known: {sorted(PROFILES)}")
     return PROFILES[profile]
+
+
+def check_profile(profile: Profile | str) -> Profile:
+    """The Profile of a name of PROFILES, or ``profile`` itself once its fields are checked;
+    ValueError naming the unknown name or the field and its allowed values."""
+    if not isinstance(profile, Profile):
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; known: {sorted(PROFILES)}")
+        return PROFILES[profile]
+    counts = {f.name: getattr(profile, f.name) for f in fields(Profile)
+              if f.name in ("n_train", "n_val", "n_test", "max_mass", "min_scans")}
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"profile {name} must be an integer, 0 or more, got {value!r}")
+    if profile.n_train + profile.n_val + profile.n_test == 0:
+        raise ValueError("profile has no samples (n_train + n_val + n_test is 0)")
+    if profile.max_mass < 2:
+        raise ValueError(f"profile max_mass must be at least 2, got {profile.max_mass}")
+    for name in ("scan_interval_min", "min_peak_sigma_scans"):
+        value = getattr(profile, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"profile {name} must be a positive number, got {value!r}")
+    if not (isinstance(profile.shift, (int, float)) and math.isfinite(profile.shift)
+            and profile.shift >= 0):
+        raise ValueError(f"profile shift must be a finite number, 0 or more, "
+                         f"got {profile.shift!r}")
+    return profile
+
+
+def profile_key(profile: Profile | str) -> str | dict:
+    """How a folder's MARKER names its profile: the name in PROFILES (also for a Profile equal
+    to a named one), else the Profile's fields as a dict."""
+    if not isinstance(profile, Profile):
+        return profile
+    named = [name for name, known in PROFILES.items() if known == profile]
+    return named[0] if named else asdict(profile)

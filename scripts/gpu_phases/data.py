@@ -16,14 +16,14 @@ def phase_data(config, summary, work, deadline, end, record) -> None:
     from lib.data.folds import load_or_make_folds
     from lib.data.images import build_image_cache, cache_path
     from lib.synthetic import generate
-    from lib.synthetic.profiles import PROFILES, Profile
+    from lib.synthetic.profiles import Profile
 
-    if config.profile_sizes:  # a profile of this check's own, known to the generator here
-        PROFILES.setdefault(config.profile, Profile(**config.profile_sizes))
+    # a profile of this check's own sizes, or a named one
+    profile = Profile(**config.profile_sizes) if config.profile_sizes else config.profile
     folder = data_dir(config, work)
     workers = 1 if config.smoke else (os.cpu_count() or 1)
     started = time.time()
-    generate(folder, profile=config.profile, seed=0, workers=workers)
+    generate(folder, profile=profile, seed=0, workers=workers)
     record.update(profile=config.profile, generate_s=round(time.time() - started, 1),
                   size_mib=round(sum(p.stat().st_size for p in folder.rglob("*.csv")) / 2**20))
     started = time.time()
