@@ -134,3 +134,47 @@ def test_security_false_is_plain_tcp(tmp_path):
         assert batch.owned_credentials_dir is None
     finally:
         close_batch_cluster(batch)
+
+
+@pytest.mark.parametrize("key, text, message", [
+    ("job_script_prologue", "job_script_prologue: cd /shared/mars-gcms",
+     r"job_script_prologue must be a list of strings .*, got 'cd /shared/mars-gcms' \(str\)"),
+    ("job_extra_directives", "job_extra_directives: --gres=gpu:1",
+     r"job_extra_directives must be a list of strings"),
+    ("walltime", "walltime: 4:00:00", r"walltime must be a quoted \"HH:MM:SS\" string "
+                                      r"\(unquoted, YAML reads 4:00:00 as a number of seconds: "
+                                      r"quote it\), got 14400 \(int\)"),
+    ("walltime", "walltime: 4", r"walltime must be a quoted \"HH:MM:SS\" string.*got 4"),
+    ("walltime", "walltime: '4'", r"walltime must be a quoted \"HH:MM:SS\" string, got '4'"),
+    ("cores", "cores: eight", r"cores must be a positive integer, got 'eight' \(str\)"),
+    ("cores", "cores: -1", r"cores must be a positive integer, got -1"),
+    ("memory", "memory: 64", r"memory must be an amount with its unit as a string, e.g. "
+                             r"\"64GB\", got 64 \(int\)"),
+    ("processes", "processes: 0", r"processes must be a positive integer, got 0"),
+    ("jobs", "jobs: true", r"jobs must be a positive integer, got True \(bool\)"),
+])
+def test_cluster_values_are_typed_before_anything_is_built(tmp_path, key, text, message):
+    """Each of these used to be accepted (a job script of one character per line, a walltime
+    of 10 days) or to fail late with a raw TypeError."""
+    config = yaml.safe_load(SLURM.read_text())
+    config.pop(key)
+    body = yaml.safe_dump(config)  # the rest as it is; the key as the user typed it
+    path = tmp_path / "site.yaml"
+    path.write_text(f"{body}\n{text}\nlog_directory: {tmp_path / 'logs'}\n")
+    with pytest.raises(ClusterConfigError, match=rf"{path}: {message}"):
+        load_cluster_config(path)
+
+
+def test_a_mistyped_cluster_yaml_stops_the_sweep_with_exit_2(tmp_path):
+    config = yaml.safe_load(SLURM.read_text()) | {"log_directory": str(tmp_path / "logs")}
+    config["job_script_prologue"] = "cd /shared/mars-gcms"
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(config))
+    for extra in (["--print-job-script"], []):
+        done = subprocess.run([sys.executable, "-m", "lib.sweep", "params/plans/demo.yaml",
+                               "--cluster", str(path), *extra],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert f"{path}: job_script_prologue must be a list" in done.stderr
+        assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+        assert not (tmp_path / "logs").exists()  # no cluster object was built

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -25,6 +26,21 @@ KINDS = ("slurm", "pbs", "sge", "lsf", "htcondor", "oar", "moab")
 
 
 REQUIRED_KEYS = ("walltime", "cores", "memory")
+
+
+# The keys whose type is checked before a cluster object is built (dask-jobqueue takes any
+# value and fails late, or writes a wrong job script): what each must be.
+LIST_KEYS = ("job_extra_directives", "job_script_prologue", "worker_extra_args",
+             "job_directives_skip", "job_extra", "env_extra", "extra", "header_skip",
+             "submit_command_extra", "cancel_command_extra")
+POSITIVE_INT_KEYS = ("jobs", "cores", "processes", "job_cpu", "ncpus")
+BYTES_KEYS = ("memory", "job_mem", "mem", "disk")
+TEXT_KEYS = ("queue", "account", "project", "resource_spec", "interface", "local_directory",
+             "log_directory", "shebang", "python", "job_name", "shared_temp_directory",
+             "protocol", "worker_command", "lsf_units")
+# walltime as the batch system reads it: HH:MM:SS (LSF: HH:MM)
+WALLTIME = {"lsf": (re.compile(r"\d+:[0-5]\d"), "HH:MM")}
+WALLTIME_DEFAULT = (re.compile(r"\d+:[0-5]\d:[0-5]\d"), "HH:MM:SS")
 
 
 class ClusterConfigError(ValueError):
@@ -59,8 +75,7 @@ def load_cluster_config(path: str | Path) -> dict:
     for key in REQUIRED_KEYS:
         if config.get(key) in (None, ""):
             raise ClusterConfigError(f"{path}: missing {key!r} (the batch system needs it)")
-    if not isinstance(config.get("jobs", 1), int) or config.get("jobs", 1) < 1:
-        raise ClusterConfigError(f"{path}: jobs must be a positive integer")
+    _check_types(path, config, kind)
     if not isinstance(config.get("security", True), bool):
         raise ClusterConfigError(f"{path}: security must be true (TLS with temporary "
                                  f"credentials, the default) or false, got "
@@ -73,6 +88,50 @@ def load_cluster_config(path: str | Path) -> dict:
                                      f"credentials go) can be read by other users (mode "
                                      f"{mode & 0o777:o}): chmod 700 it, or leave the key out")
     return config
+
+
+def _check_types(path: Path, config: dict, kind: str) -> None:
+    """ClusterConfigError naming the file, the key, the expected type and the value given,
+    for the first key of ``config`` whose value has the wrong type (a list given as a
+    string, an unquoted walltime that YAML read as seconds, memory without a unit, ...)."""
+
+    def refuse(key, expected):
+        raise ClusterConfigError(f"{path}: {key} must be {expected}, got {config[key]!r} "
+                                 f"({type(config[key]).__name__})")
+
+    for key, value in config.items():
+        if value is None:
+            continue
+        if key in LIST_KEYS and not (isinstance(value, list)
+                                     and all(isinstance(v, str) for v in value)):
+            refuse(key, "a list of strings (one YAML item per line: - \"...\")")
+        if key in POSITIVE_INT_KEYS and not (isinstance(value, int)
+                                             and not isinstance(value, bool) and value >= 1):
+            refuse(key, "a positive integer")
+        if key in TEXT_KEYS and not isinstance(value, str):
+            refuse(key, "a string")
+        if key in BYTES_KEYS and not _is_amount(value):
+            refuse(key, 'an amount with its unit as a string, e.g. "64GB"')
+        if key == "walltime":
+            pattern, form = WALLTIME.get(kind, WALLTIME_DEFAULT)
+            if not (isinstance(value, str) and pattern.fullmatch(value.strip())):
+                hint = (" (unquoted, YAML reads 4:00:00 as a number of seconds: quote it)"
+                        if isinstance(value, int) else "")
+                refuse(key, f'a quoted "{form}" string{hint}')
+        if key == "scheduler_options" and not isinstance(value, dict):
+            refuse(key, "a mapping of key: value")
+
+
+def _is_amount(value) -> bool:
+    """True for a positive amount of bytes with its unit, as dask reads it ("64GB")."""
+    from dask.utils import parse_bytes
+
+    if not isinstance(value, str) or not value.strip() or value.strip()[-1].isdigit():
+        return False
+    try:
+        return parse_bytes(value) > 0
+    except (ValueError, OverflowError):
+        return False
 
 
 def build_batch_cluster(path: str | Path):

@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("--print-job-script needs --cluster")
             print(batch.job_script(args.cluster))
             return 0
+        if args.cluster:  # its keys and types, before the plan's checks or any submission
+            batch.load_cluster_config(args.cluster)
         gpus = None
         if args.gpus is not None:
             try:
