@@ -26,7 +26,13 @@ from lib.runs.plans import (
 )
 from lib.runs.run_folder import FAILED, is_done
 from lib.sweep.cli import main
-from lib.sweep.local import cpu_environments
+from lib.sweep.local import (
+    ConnectError,
+    check_tls_files,
+    cpu_environments,
+    open_client,
+    scheduler_address,
+)
 from lib.sweep.tasks import STARTED, Attempt, read_attempts
 from lib.synthetic import generate
 
@@ -430,3 +436,51 @@ def test_attempts_are_read_back_with_their_worker_pin_and_end(tmp_path):
     assert read_attempts(tmp_path) == [Attempt(10.0, None, "gpu1", "1"),
                                        Attempt(20.5, 30.0, "gpu0", "0"),
                                        Attempt(40.0, None, "w3", "")]
+
+
+def test_a_missing_scheduler_file_is_named_at_once(tmp_path, tiny_data, capsys):
+    """Dask's client waits forever for a scheduler file to appear."""
+    data_dir, cache_dir = tiny_data
+    plan = write_plan(tmp_path, [("a", "test_efficientnet", 1)])
+    missing = tmp_path / "missing.json"
+    started = time.monotonic()
+    assert main([str(plan), "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(data_dir),
+                 "--cache-dir", str(cache_dir), "--scheduler-file", str(missing)]) == 2
+    assert time.monotonic() - started < 30
+    assert f"--scheduler-file {missing}: no such file" in capsys.readouterr().err
+    missing.write_text("{}")
+    with pytest.raises(ConnectError, match=rf"--scheduler-file {missing}: not a Dask scheduler "
+                       r"file with an 'address'"):
+        scheduler_address(str(missing))
+
+
+def test_tls_settings_naming_missing_files_are_named(tmp_path):
+    """Dask itself says only "[Errno 2] No such file or directory"."""
+    import dask
+
+    ca = tmp_path / "nope" / "ca.pem"
+    with dask.config.set({"distributed.comm.tls.ca-file": str(ca)}):
+        with pytest.raises(ConnectError, match=rf"TLS setting distributed.comm.tls.ca-file: no "
+                           rf"such file {ca} .*DASK_DISTRIBUTED__COMM__TLS__CA_FILE"):
+            with open_client(scheduler="tls://127.0.0.1:1"):
+                pass
+    ca.parent.mkdir()
+    ca.write_text("-")
+    key = tmp_path / "key.pem"
+    with dask.config.set({"distributed.comm.tls.ca-file": str(ca),
+                          "distributed.comm.tls.client.key": str(key)}):
+        with pytest.raises(ConnectError, match=rf"distributed.comm.tls.client.key: no such "
+                           rf"file {key}"):
+            check_tls_files()
+
+
+def test_an_unreachable_scheduler_fails_within_the_timeout(monkeypatch):
+    from lib.sweep import local
+
+    monkeypatch.setattr(local, "CONNECT_TIMEOUT", 2)
+    started = time.monotonic()
+    with pytest.raises(ConnectError, match=r"cannot reach the Dask scheduler at "
+                       r"tcp://127.0.0.1:1 within 2 s"):
+        with open_client(scheduler="tcp://127.0.0.1:1"):
+            pass
+    assert time.monotonic() - started < 20

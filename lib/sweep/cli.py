@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                                 runs_per_gpu=args.runs_per_gpu,
                                 environments=session.environments, gpu=session.gpu,
                                 capabilities=capabilities, progress=not args.no_progress)
-    except (batch.ClusterWaitError, batch.ClusterConfigError) as error:
+    except (batch.ClusterWaitError, batch.ClusterConfigError, local.ConnectError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(summary_table(results))

@@ -11,6 +11,7 @@ cores. Each run asks for ``gpu_share(runs_per_gpu)`` of its worker's GPU=1.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import os
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from lib.core.paths import project_path
 from lib.sweep.batch import (
     asks_for_gpu,
     closing_cluster,
@@ -79,7 +81,15 @@ def open_client(*, scheduler: str | None = None, scheduler_file: str | None = No
     from distributed import Client, LocalCluster
 
     if scheduler or scheduler_file:
-        with Client(scheduler, scheduler_file=scheduler_file, timeout="30s") as client:
+        address = scheduler or scheduler_address(scheduler_file)
+        check_tls_files()
+        try:
+            client = Client(address, timeout=f"{CONNECT_TIMEOUT}s")
+        except (OSError, TimeoutError) as error:
+            source = f" (from {scheduler_file})" if scheduler_file else ""
+            raise ConnectError(f"cannot reach the Dask scheduler at {address}{source} within "
+                               f"{CONNECT_TIMEOUT} s: {error}") from None
+        with client:
             info = client.scheduler_info(n_workers=-1)["workers"]
             gpu = any("GPU" in w.get("resources", {}) for w in info.values())
             yield Session(client, cpu_environments(info) if not gpu else {}, gpu)
@@ -100,6 +110,53 @@ def open_client(*, scheduler: str | None = None, scheduler_file: str | None = No
     with _local_cluster(cls, options, dashboard_address) as local, Client(local) as client:
         client.wait_for_workers(len(gpus) or workers)
         yield Session(client, {}, bool(gpus), local)
+
+
+# Seconds a client waits for a running scheduler before the sweep gives up.
+CONNECT_TIMEOUT = 30
+
+
+class ConnectError(RuntimeError):
+    """A running scheduler cannot be reached; the message names the file or address."""
+
+
+def scheduler_address(scheduler_file: str) -> str:
+    """The address in a Dask scheduler file; ConnectError naming the file if it is missing
+    or holds no address (Dask's client would wait for it forever)."""
+    path = project_path(scheduler_file)
+    try:
+        address = json.loads(path.read_text())["address"]
+    except FileNotFoundError:
+        raise ConnectError(f"--scheduler-file {path}: no such file (the scheduler writes it "
+                           f"when it starts: dask scheduler --scheduler-file {path})") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConnectError(f"--scheduler-file {path}: not a Dask scheduler file with an "
+                           f"'address' ({type(error).__name__}: {error})") from None
+    if not isinstance(address, str) or not address:
+        raise ConnectError(f"--scheduler-file {path}: 'address' must be the scheduler's "
+                           f"address, got {address!r}")
+    return address
+
+
+# Dask's TLS settings (distributed.comm.tls.*) that name files, by Security attribute.
+TLS_FILES = {"tls_ca_file": "distributed.comm.tls.ca-file",
+             "tls_client_cert": "distributed.comm.tls.client.cert",
+             "tls_client_key": "distributed.comm.tls.client.key"}
+
+
+def check_tls_files() -> None:
+    """ConnectError naming the Dask setting and the file when the TLS configuration (Dask's
+    config files or DASK_DISTRIBUTED__COMM__TLS__* variables) names a certificate or key
+    file that does not exist (Dask says only "No such file or directory")."""
+    from distributed.security import Security
+
+    security = Security()
+    for attribute, key in TLS_FILES.items():
+        value = getattr(security, attribute)
+        if isinstance(value, str) and "-----BEGIN" not in value and not os.path.isfile(value):
+            raise ConnectError(f"Dask's TLS setting {key}: no such file {value} (see "
+                               f"dask.config: ~/.config/dask/*.yaml or "
+                               f"DASK_{key.upper().replace('.', '__').replace('-', '_')})")
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
