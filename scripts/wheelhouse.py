@@ -33,10 +33,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # What the GPU check imports besides torch and timm: lib's own needs on the training path
 # (lightgbm too: 03_train imports lib.train.predict, which imports
 # lib.models.feature_models), papermill and its kernel (ipykernel), the sweep (dask,
-# distributed), the folds.
+# distributed), the folds; nbconvert, so that the machine renders the reports of what it ran
+# (python -m lib.reports).
 GPU_CHECK_NEEDS = ["numpy", "pandas", "matplotlib", "scikit-learn", "iterative-stratification",
                    "lightgbm", "pyyaml", "tqdm", "psutil", "papermill", "ipykernel", "nbformat",
-                   "dask", "distributed"]
+                   "nbconvert", "dask", "distributed"]
 NEVER_CARRIED = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*)$")
 # Python packages of the lent GPU machine's image ('cuda', KINDS.md, read 2026-11-17); left
 # out only when the wheelhouse would not fit otherwise.

@@ -114,3 +114,27 @@ def test_a_crashing_phase_is_recorded_as_failed(tmp_path):
     gpu_check._run_child("no_such_phase", entry, gpu_check.SMOKE, out, work, out / "log",
                          allot=10, timeout=30)
     assert entry["status"] == "failed" and "exit status 1" in entry["error"]
+
+
+def test_the_wheelhouse_carries_what_the_reports_import():
+    """An offline GPU machine renders the reports of what it ran (python -m lib.reports):
+    every third-party module lib.reports imports is in the wheelhouse (or is torch/timm)."""
+    import ast
+
+    spec = importlib.util.spec_from_file_location("wheelhouse",
+                                                  REPO_ROOT / "scripts" / "wheelhouse.py")
+    wheelhouse = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wheelhouse)
+    distributions = {"sklearn": "scikit-learn", "yaml": "pyyaml"}
+    imported = set()
+    for path in (REPO_ROOT / "lib" / "reports").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = {m for m in imported
+                   if m not in sys.stdlib_module_names and m not in ("lib", "torch", "timm")}
+    assert "nbconvert" in third_party
+    needs = set(wheelhouse.GPU_CHECK_NEEDS)
+    assert {distributions.get(m, m) for m in third_party} <= needs

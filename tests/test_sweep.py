@@ -33,6 +33,7 @@ from lib.sweep.local import (
     open_client,
     scheduler_address,
 )
+from lib.sweep.schedule import ProgressReport
 from lib.sweep.tasks import STARTED, Attempt, read_attempts
 from lib.synthetic import generate
 
@@ -484,3 +485,26 @@ def test_an_unreachable_scheduler_fails_within_the_timeout(monkeypatch):
         with open_client(scheduler="tcp://127.0.0.1:1"):
             pass
     assert time.monotonic() - started < 20
+
+
+def test_progress_is_one_line_per_run_when_not_a_terminal():
+    """`python -m lib.sweep ... > sweep.log 2>&1` used to get the bar as one growing line."""
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    log, terminal = io.StringIO(), Terminal()
+    for stream in (log, terminal):
+        with ProgressReport(3, stream=stream) as report:
+            report.finished("a/x/fold0_seed0", "ran")
+            report.finished("a/x/fold1_seed0", "failed")
+    assert log.getvalue().splitlines() == [
+        "sweep: 1/3 runs finished (last: a/x/fold0_seed0 ran)",
+        "sweep: 2/3 runs finished (last: a/x/fold1_seed0 failed)"]
+    assert "\r" in terminal.getvalue() and "2/3" in terminal.getvalue()  # tqdm's bar
+    quiet = io.StringIO()
+    with ProgressReport(3, enabled=False, stream=quiet) as report:
+        report.finished("a/x/fold0_seed0", "ran")
+    assert quiet.getvalue() == ""

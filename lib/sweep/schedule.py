@@ -52,7 +52,6 @@ def run_sweep(client, specs: list[RunSpec], overrides: dict, fingerprints: dict[
     cancelled and running ones stopped (both reported as "stopped"), then the results so far
     are returned."""
     from distributed import Event, as_completed
-    from tqdm.auto import tqdm
 
     from lib.sweep.local import gpu_share
 
@@ -64,13 +63,12 @@ def run_sweep(client, specs: list[RunSpec], overrides: dict, fingerprints: dict[
                              pure=False, resources=resources, retries=0): spec
                for spec in specs}
     results: dict[RunSpec, Result] = {}
-    with tqdm(total=len(specs), desc="sweep", unit="run", disable=not progress) as bar:
+    with ProgressReport(len(specs), enabled=progress) as report:
         try:
             for future in as_completed(futures):
                 spec = futures[future]
                 results[spec] = _result(spec, future)
-                bar.update()
-                bar.set_postfix_str(f"last: {spec.label} {results[spec][1]}")
+                report.finished(spec.label, results[spec][1])
         except KeyboardInterrupt:
             print("\nstopping: queued runs cancelled, running runs being stopped ...",
                   file=sys.stderr)
@@ -82,6 +80,37 @@ def run_sweep(client, specs: list[RunSpec], overrides: dict, fingerprints: dict[
                     except Exception as error:  # the worker is gone, or did not answer
                         results[spec] = (spec, "stopped", f"no answer ({error!r})", "")
     return [results[spec] for spec in specs]
+
+
+class ProgressReport:
+    """The sweep's progress on ``stream`` (stderr): a tqdm bar on a terminal; elsewhere (a log
+    file, a pipe) one line per finished run, "sweep: 3/10 runs finished (last: LABEL ran)",
+    instead of a bar that grows into one endless line. Nothing when not ``enabled``."""
+
+    def __init__(self, total: int, enabled: bool = True, stream=None):
+        from tqdm.auto import tqdm
+
+        self.total, self.count = total, 0
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        live = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.bar = tqdm(total=total, desc="sweep", unit="run", file=self.stream,
+                        disable=not live)
+
+    def finished(self, label: str, status: str) -> None:
+        self.count += 1
+        if not self.bar.disable:
+            self.bar.update()
+            self.bar.set_postfix_str(f"last: {label} {status}")
+        elif self.enabled:
+            print(f"sweep: {self.count}/{self.total} runs finished (last: {label} {status})",
+                  file=self.stream, flush=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
 
 
 def _result(spec: RunSpec, future, timeout: float | None = None) -> Result:
