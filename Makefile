@@ -41,9 +41,17 @@ setup: $(STAMP)
 # checked first, so a full disk is named before pip fails half-way (SETUP_GIB=0: no check).
 SETUP_GIB ?= 8
 
+# The venv is made (again) when its python cannot run pip: none yet, or a setup interrupted
+# while the venv was being made. A VENV folder that is no venv (no pyvenv.cfg) is left alone
+# and named.
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) scripts/check_disk.py $(dir $(abspath $(VENV))) $(SETUP_GIB)
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@if ! $(BIN)/python -m pip --version >/dev/null 2>&1; then \
+	  if [ -e $(VENV) ] && [ ! -f $(VENV)/pyvenv.cfg ]; then \
+	    echo "error: $(VENV) exists but is no virtual environment (an interrupted setup?): delete it (rm -rf $(VENV)) or set VENV" >&2; exit 1; fi; \
+	  if [ -e $(VENV) ]; then echo "note: $(VENV) cannot run pip (an interrupted setup?): making it again"; fi; \
+	  $(PYTHON) scripts/check_disk.py $(dir $(abspath $(VENV))) '$(SETUP_GIB)' || exit 1; \
+	  echo "$(PYTHON) -m venv --clear $(VENV)"; $(PYTHON) -m venv --clear $(VENV) || exit 1; \
+	fi
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
@@ -119,8 +127,10 @@ lint: setup
 	$(BIN)/ruff check lib tests scripts
 	$(BIN)/lint-imports --no-cache --no-logo
 
+# Jupyter refuses to start as root (e.g. in a container) unless told: --allow-root for user id 0
+USER_ID ?= $(shell id -u)
 lab: setup
-	$(BIN)/jupyter lab notebooks
+	$(BIN)/jupyter lab notebooks $(if $(filter 0,$(USER_ID)),--allow-root)
 
 # Wheels for an offline GPU machine that has its own torch and timm (docs/gpu.md, "An offline GPU
 # machine): what scripts/gpu_check.py needs besides them, for another Python and platform.

@@ -7,6 +7,7 @@ the environment exists).
 """
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -21,11 +22,24 @@ def free_gib(folder: str) -> float:
     return shutil.disk_usage(path).free / 2**30
 
 
+def number_of_gib(text: str) -> float | None:
+    """``text`` as a finite number >= 0, else None ("abc", "-1", "nan", "inf")."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python scripts/check_disk.py FOLDER GIB", file=sys.stderr)
         return 2
-    folder, needed = argv[0], float(argv[1])
+    folder, needed = argv[0], number_of_gib(argv[1])
+    if needed is None:
+        print(f"error: SETUP_GIB={argv[1]}: give the GiB the environment needs as a number "
+              f">= 0 (e.g. SETUP_GIB=8; SETUP_GIB=0 skips this check)", file=sys.stderr)
+        return 2
     free = free_gib(folder)
     if free < needed:
         print(f"error: {free:.1f} GiB free on the disk of {folder}; setting up the environment "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -69,3 +70,52 @@ def test_setup_names_a_full_disk_before_installing(tmp_path):
     assert done.returncode != 0
     assert f"on the disk of {tmp_path}" in done.stderr and "needs about 100000 GiB" in done.stderr
     assert not venv.exists()  # nothing half-installed
+
+
+@pytest.mark.parametrize("gib", ["abc", "-1", "nan", "inf"])
+def test_a_setup_gib_that_is_no_amount_is_refused_naming_it(tmp_path, gib):
+    venv = tmp_path / "venv"
+    done = subprocess.run(["make", "setup", f"VENV={venv}", f"SETUP_GIB={gib}"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"error: SETUP_GIB={gib}: give the GiB the environment needs as a number >= 0" \
+        in done.stderr and "Traceback" not in done.stderr
+    assert not venv.exists()
+
+
+def test_setup_remakes_a_venv_left_without_pip_by_an_interruption(tmp_path):
+    """A setup interrupted after the venv's python existed used to fail on every later run
+    with "No module named pip". No index: the venv is made again, then pip stops offline."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    assert subprocess.run([venv / "bin" / "python", "-m", "pip", "--version"],
+                          capture_output=True).returncode != 0
+    done = subprocess.run(["make", "setup", f"VENV={venv}", "SETUP_GIB=0"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PIP_NO_INDEX": "1"})
+    assert f"note: {venv} cannot run pip (an interrupted setup?): making it again" in done.stdout
+    assert "No module named pip" not in done.stderr
+    assert subprocess.run([venv / "bin" / "python", "-m", "pip", "--version"],
+                          capture_output=True).returncode == 0
+    assert done.returncode != 0 and not (venv / ".installed").exists()  # offline: no torch
+
+
+def test_setup_names_a_venv_folder_that_is_no_venv(tmp_path):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "keep.txt").write_text("mine")
+    done = subprocess.run(["make", "setup", f"VENV={venv}"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"error: {venv} exists but is no virtual environment" in done.stderr
+    assert f"rm -rf {venv}" in done.stderr and (venv / "keep.txt").exists()
+
+
+@pytest.mark.parametrize("user_id, allowed", [("0", True), ("1000", False)])
+def test_lab_allows_root_only_for_root(tmp_path, user_id, allowed):
+    done = subprocess.run(["make", "-n", "lab", f"VENV={tmp_path / 'venv'}",
+                           f"USER_ID={user_id}"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=60)
+    lab = [line for line in done.stdout.splitlines() if "jupyter lab" in line]
+    assert done.returncode == 0 and len(lab) == 1, done.stdout + done.stderr
+    assert ("--allow-root" in lab[0]) == allowed
