@@ -309,6 +309,33 @@ def test_truth_only_rebuilds_the_same_file_and_refuses_another_seed(tiny, tmp_pa
         write_truth(folder, "tiny", seed=1)
 
 
+def test_truth_only_refuses_a_missing_folder_and_an_edited_run(tiny, tmp_path, capsys):
+    missing = tmp_path / "missing"
+    with pytest.raises(SystemExit) as exited:
+        main([str(missing), "--profile", "tiny", "--truth-only"])
+    assert exited.value.code == 2
+    assert f"{missing}: no metadata.csv; --truth-only adds truth.csv" in capsys.readouterr().err
+    assert not missing.exists()
+    folder = tmp_path / "copy"
+    generate(folder, "tiny", seed=0, limit=5)
+    (folder / "truth.csv").unlink()
+    run = folder / "train_features" / "S0003.csv"
+    run.write_text(run.read_text() + "9.000000,50.000000,7\n")  # one row more, same md5 listed
+    with pytest.raises(SystemExit) as exited:
+        main([str(folder), "--profile", "tiny", "--seed", "0", "--truth-only"])
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert f"error: {run}: not the run the generator wrote" in err and "edited" in err
+    assert not (folder / "truth.csv").exists()
+
+
+def test_a_profile_whose_shift_is_out_of_range_is_refused(tmp_path):
+    strong = dataclasses.replace(TINY, shift=20.0)
+    with pytest.raises(ValueError, match=r"shift must be at most 5 .*got 20.0"):
+        generate(tmp_path / "strong", strong, seed=0)
+    assert not (tmp_path / "strong").exists()
+
+
 def test_truth_reader_names_the_file_with_wrong_columns(tmp_path):
     (tmp_path / "truth.csv").write_text("sample_id,mz\nS0000,57\n")
     with pytest.raises(ValueError, match="truth.csv: expected columns"):
@@ -339,9 +366,17 @@ def foreign(tiny, tmp_path) -> Path:
 @pytest.mark.parametrize("flags, message", [
     (["--seed", "-1"], "seed must be a non-negative integer"),
     (["--profile", "huge"], "invalid choice: 'huge'"),
-    (["--limit", "-3"], "limit must be 0 or more"),
+    (["--limit", "-3"], "limit must be 1 or more samples, got -3"),
+    (["--limit", "0"], "limit must be 1 or more samples, got 0"),  # an empty folder
     (["--workers", "0"], "workers must be at least 1"),
     (["--shift", "-0.5"], "shift must be a finite number, 0 or more"),
+    # ZeroDivisionError, OverflowError after 3.3 GB, petabytes, 347 MB for the tiny profile
+    (["--shift", "1e9"], "shift must be at most 5 (test runs of up to exp(0.4 * shift) times "
+                         "the scans), got 1000000000.0"),
+    (["--shift", "30"], "shift must be at most 5"),
+    (["--shift", "100"], "shift must be at most 5"),
+    (["--shift", "20"], "shift must be at most 5"),
+    (["--shift", "inf"], "shift must be a finite number, 0 or more"),
 ])
 def test_bad_settings_exit_2_before_touching_the_folder(foreign, capsys, flags, message):
     before = _snapshot(foreign)

@@ -10,10 +10,10 @@ Signal strength, weak positives, replicates and look-alike contaminants are cali
 (``scripts/calibrate_synthetic.py``) so that the organisers' logistic-regression benchmark
 scores on the ``small`` profile about as it did on the real data. The test split's runs come
 from other instrument settings and another derivatized share (a train-to-test shift whose
-strength is a knob, ``--shift``; 0: i.i.d.), calibrated so that the benchmark's test loss over
-its OOF loss is about the real data's. Each folder also gets hidden answers that only scoring
-reads: ``truth.csv``, which ions every signal put where (see ``lib.synthetic.truth``), and
-``test_labels.csv``, the test split's labels.
+strength is a knob, ``--shift``; 0: i.i.d.; at most MAX_SHIFT), calibrated so that the
+benchmark's test loss over its OOF loss is about the real data's. Each folder also gets
+hidden answers that only scoring reads: ``truth.csv``, which ions every signal put where (see
+``lib.synthetic.truth``), and ``test_labels.csv``, the test split's labels.
 
 Parts: ``profiles`` (folder sizes), ``samples`` (labels, derivatization, materials),
 ``chemistry`` (spectra tables), ``materials`` (what a sample is made of), ``simulate`` (one
@@ -25,6 +25,7 @@ Usage: ``python -m lib.synthetic OUT_DIR --profile small --seed 0 [--shift S] [-
 
 from lib.synthetic.folder import (
     MARKER,
+    MAX_SHIFT,
     TEST_LABELS,
     FolderRefusedError,
     format_run_csv,
@@ -52,7 +53,8 @@ from lib.synthetic.simulate import (
 from lib.synthetic.truth import ROLES, TRUTH_COLUMNS, TRUTH_FILE, read_truth
 
 __all__ = [
-    "DEFAULT_SHIFT", "DERIVATIZED_FRACTION", "MARKER", "PROFILES", "ROLES", "TEST_LABELS",
+    "DEFAULT_SHIFT", "DERIVATIZED_FRACTION", "MARKER", "MAX_SHIFT", "PROFILES", "ROLES",
+    "TEST_LABELS",
     "TRUTH_COLUMNS", "TRUTH_FILE", "FolderRefusedError", "Instrument", "Profile",
     "generator_settings", "draw_labels", "expected_prevalence", "format_run_csv", "generate",
     "main", "read_truth", "sample_table", "sample_tasks", "shifted_instrument",

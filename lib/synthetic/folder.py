@@ -170,19 +170,30 @@ class FolderRefusedError(ValueError):
     settings); it is left as it is. The message names the folder and says why."""
 
 
+# The strongest train-to-test shift the generator writes. The shift scales the test runs'
+# instrument as exp(shift * U(lo, hi)) (lib.synthetic.simulate.SHIFT_LOG_*): at 5 a test run
+# has up to exp(5 * 0.4) ~ 7.4 times the training runs' scans; at 20 it would be ~3000 times
+# (hundreds of MB for the tiny profile), at 30 and more numbers overflow.
+MAX_SHIFT = 5.0
+
+
 def check_settings(profile: Profile | str, seed: int, limit: int | None = None,
                    workers: int = 1, shift: float | None = None) -> None:
     """ValueError saying which setting is wrong: an unknown profile name or a Profile with a
     bad field (lib.synthetic.profiles.check_profile), a negative seed (numpy's generators take
-    non-negative integers), a negative limit, fewer than one worker, a shift that is negative
-    or not finite."""
+    non-negative integers), a limit below 1 (a folder of no sample is no competition folder),
+    fewer than one worker, a shift (``shift``, else the profile's) outside 0..MAX_SHIFT."""
     if shift is not None and not (np.isfinite(shift) and shift >= 0):
         raise ValueError(f"shift must be a finite number, 0 or more, got {shift!r}")
-    check_profile(profile)
+    prof = check_profile(profile)
+    effective = prof.shift if shift is None else shift
+    if effective > MAX_SHIFT:
+        raise ValueError(f"shift must be at most {MAX_SHIFT:g} (test runs of up to "
+                         f"exp(0.4 * shift) times the scans), got {effective!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be 0 or more samples, got {limit}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be 1 or more samples, got {limit}")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
 
@@ -351,42 +362,57 @@ def write_truth(out_dir: str | os.PathLike, profile: Profile | str = "small", se
     """Add truth.csv and TEST_LABELS (test_labels.csv) to a folder that ``generate`` wrote
     (with the same profile and seed) before those files existed; the runs are simulated
     again, not written. shift: the one the folder was made with (None: its MARKER's, 0 for a
-    folder without one, made before the shift existed). ValueError naming the sample when a
-    run's md5 differs from metadata.csv's (another profile, seed, shift or generator
-    version); nothing is written then. Returns the path of truth.csv."""
+    folder without one, made before the shift existed). FolderRefusedError naming the sample
+    when a run's md5 differs from metadata.csv's (another profile, seed, shift or generator
+    version), or when a run file on disk differs from the run simulated again (an edited
+    file): FolderRefusedError naming the file, also for a folder without a readable
+    metadata.csv; nothing is written then. Returns the path of truth.csv."""
     out = Path(out_dir)
     if shift is None:
         shift = (generator_settings(out) or {}).get("shift", 0.0)
-    metadata = pd.read_csv(out / "metadata.csv", dtype=str, keep_default_na=False)
+    try:
+        metadata = pd.read_csv(out / "metadata.csv", dtype=str, keep_default_na=False)
+        ids, hashes = metadata["sample_id"], metadata["features_md5_hash"]
+    except (OSError, ValueError, KeyError) as error:
+        raise FolderRefusedError(f"{out}: no truth written: {out / 'metadata.csv'} cannot be "
+                                 f"read ({type(error).__name__}: {error}); --truth-only adds "
+                                 f"truth to a folder the generator wrote") from None
     prof = check_profile(profile)
     table = sample_table(prof, seed, shift)
-    if list(metadata["sample_id"]) != list(table["sample_id"][:len(metadata)]):
-        raise ValueError(f"{out}: its samples are not those of profile {profile!r}")
+    if list(ids) != list(table["sample_id"][:len(metadata)]):
+        raise FolderRefusedError(f"{out}: its samples are not those of profile {profile!r}")
     table = table.iloc[:len(metadata)]
-    results = _map(_check_sample, sample_tasks(out, table, prof, seed, shift), workers)
-    for sample_id, expected, (md5, _) in zip(metadata["sample_id"],
-                                             metadata["features_md5_hash"], results):
+    tasks = sample_tasks(out, table, prof, seed, shift)
+    results = _map(_check_sample, tasks, workers)
+    for sample_id, expected, task, (md5, _) in zip(ids, hashes, tasks, results):
         if md5 != expected:
-            raise ValueError(f"{out}: {sample_id} is not the run that profile {profile!r} "
-                             f"seed {seed} shift {shift} simulates (md5 {md5}, metadata says "
-                             f"{expected}); no truth written")
+            raise FolderRefusedError(f"{out}: {sample_id} is not the run that profile "
+                                     f"{profile!r} seed {seed} shift {shift} simulates (md5 "
+                                     f"{md5}, metadata says {expected}); no truth written")
+        path = Path(task[0])
+        on_disk = _file_md5(path) if path.is_file() else "missing"
+        if on_disk != md5:
+            raise FolderRefusedError(f"{path}: not the run the generator wrote (md5 "
+                                     f"{on_disk}, simulated again {md5}): the file was "
+                                     f"edited or replaced; no truth written for {out}")
     _write_test_labels(out, table)
     return _write_truth(out, [truth for _, truth in results])
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: write a synthetic folder (or only its truth.csv) and say what was written.
-    Bad settings exit with status 2, a refused folder with status 1, before anything is
-    written."""
+    Bad settings (and --truth-only on a folder without metadata.csv) exit with status 2, a
+    refused folder with status 1, before anything is written."""
     parser = argparse.ArgumentParser(prog="python -m lib.synthetic",
                                      description="Write a synthetic competition-format folder.")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="small")
     parser.add_argument("--seed", type=int, default=0, help="a non-negative integer")
     parser.add_argument("--shift", type=float, default=None,
-                        help="strength of the train-to-test shift of the test split (default: "
-                             "the profile's; 0: an i.i.d. test split)")
-    parser.add_argument("--limit", type=int, default=None, help="write only the first N samples")
+                        help=f"strength of the train-to-test shift of the test split, 0 to "
+                             f"{MAX_SHIFT:g} (default: the profile's; 0: an i.i.d. test split)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="write only the first N samples (N >= 1)")
     parser.add_argument("--workers", type=int, default=1, help="processes (output is identical)")
     parser.add_argument("--truth-only", action="store_true",
                         help="only add truth.csv and test_labels.csv to a folder written earlier "
@@ -400,7 +426,13 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as error:
         parser.error(str(error))
     if args.truth_only:
-        path = write_truth(args.out_dir, args.profile, args.seed, args.workers, args.shift)
+        if not (args.out_dir / "metadata.csv").is_file():
+            parser.error(f"{args.out_dir}: no metadata.csv; --truth-only adds truth.csv to a "
+                         f"folder the generator wrote earlier (leave it out to write one)")
+        try:
+            path = write_truth(args.out_dir, args.profile, args.seed, args.workers, args.shift)
+        except FolderRefusedError as error:
+            parser.exit(1, f"error: {error}\n")
         print(f"wrote {path}: {sum(1 for _ in open(path)) - 1} rows, and "
               f"{path.parent / TEST_LABELS}")
         return
