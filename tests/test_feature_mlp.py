@@ -14,6 +14,7 @@ import papermill as pm
 import pytest
 import yaml
 
+from lib.core.metrics import NonFiniteLossError
 from lib.core.paths import REPO_ROOT
 from lib.core.schema import LABELS, N_LABELS
 from lib.data.features import image_features, n_features
@@ -221,7 +222,15 @@ def test_a_truncated_mlp_file_is_refused(tmp_path):
                                r"'logistic', 'mlp'\), got 'xgboost'"),
     (dict(mlp_epochs=0), "mlp_epochs must be a whole number of at least 1"),
     (dict(n_seeds=0), "n_seeds must be a whole number of at least 1"),
-    (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
+    (dict(dropout=1.0), r"dropout must be a finite number of at least 0 and below 1, got 1.0"),
+    # a diverging or impossible network is refused when the settings are made, naming the key
+    (dict(mlp_lr=float("inf")), r"mlp_lr must be a finite number above 0, got inf"),
+    (dict(mlp_lr=float("nan")), r"mlp_lr must be a finite number above 0, got nan"),
+    (dict(mlp_lr=0), r"mlp_lr must be a finite number above 0, got 0"),
+    (dict(mlp_lr="abc"), r"mlp_lr must be a finite number above 0, got 'abc'"),
+    (dict(mlp_batch_size=0), r"mlp_batch_size must be a whole number of at least 1, got 0"),
+    (dict(learning_rate=-0.1), r"learning_rate must be a finite number above 0, got -0.1"),
+    (dict(n_estimators=0), r"n_estimators must be a whole number of at least 1, got 0"),
     (dict(activation="tanh"), "activation must be one of"),
     (dict(backbone="logistic", features="mass_stats"), "the logistic regression takes log10"),
 ])
@@ -338,3 +347,37 @@ def test_feature_notebook_trains_an_mlp_run_that_04_reproduces(tmp_path):
     logits = read_logits(run_dir / "test_logits.csv").loc[predicted.index]
     np.testing.assert_allclose(predicted.to_numpy(), 1 / (1 + np.exp(-logits.to_numpy())),
                                atol=1e-5)
+
+
+# ---- a diverged network is a failed run --------------------------------------------------------
+
+def test_a_diverging_mlp_stops_with_a_non_finite_loss():
+    """mlp_lr 1e3 used to give NaN logits, OOF nan and DONE."""
+    rng = np.random.default_rng(0)
+    features = rng.random((40, 20)).astype(np.float32)
+    labels = (rng.random((40, N_LABELS)) < 0.3).astype(float)
+    settings = FeatureSettings(learner="mlp", **{**TINY_MLP, "mlp_lr": 1e3})
+    with pytest.raises(NonFiniteLossError, match=r"network of seed \d+, epoch \d+: training "
+                       r"loss is nan \(mlp_lr 1000: the network diverged\)"):
+        fit_feature_model(features, labels, settings, seed=0)
+
+
+@pytest.mark.slow
+def test_03b_refuses_a_diverging_network_and_an_unknown_parameter(tmp_path):
+    data_dir = generate(tmp_path / "data", profile="tiny", seed=0)
+    params = yaml.safe_load((REPO_ROOT / "params" / "features_mlp.yaml").read_text())
+    common = {**params, **TINY_MLP, "m_bins": 64, "t_bins": 96, "data_dir": str(data_dir),
+              "cache_dir": str(tmp_path / "cache")}
+    for name, changes, message in [
+            ("diverged", {"mlp_lr": 1e3}, "NonFiniteLossError"),
+            ("unknown", {"mlp_lrr": 0.1}, "papermill parameter 'mlp_lrr' is not a parameter of "
+                                          "notebooks/03b_train_features.ipynb; did you mean "
+                                          "'mlp_lr'")]:
+        run_dir = tmp_path / "runs" / name / "mlp" / "fold0_seed0"
+        run_dir.mkdir(parents=True)
+        with pytest.raises(pm.PapermillExecutionError, match=message):
+            pm.execute_notebook(str(REPO_ROOT / "notebooks" / "03b_train_features.ipynb"),
+                                str(run_dir / "03b_train_features.ipynb"),
+                                parameters={**common, **changes, "run_dir": str(run_dir)},
+                                kernel_name="python3", progress_bar=False)
+        assert not is_done(run_dir) and not (run_dir / FEATURE_MODEL).exists()

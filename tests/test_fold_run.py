@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lib.core.metrics import NonFiniteLossError
 from lib.core.schema import LABELS, N_LABELS
 from lib.data.dataset import load_competition
 from lib.runs import fold_run
@@ -81,6 +82,30 @@ def test_open_and_finish_a_run(competition_dir, tmp_path):
         fold_run.open_run(run_dir=str(run_path), notebook_path=None, name="n", backbone="b",
                           fold=0, seed=0, n_folds=5, data_dir=str(competition_dir),
                           cache_dir=str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("where", ["oof", "test", "loss"])
+def test_a_run_with_non_finite_predictions_is_not_finished(competition_dir, tmp_path, where):
+    """A diverged fit used to write OOF nan and DONE; now it fails before anything is written."""
+    data = load_competition(competition_dir)
+    split = fold_run.split_fold(data, folds_of(data), fold=0)
+    oof = np.zeros((len(split.oof_ids), N_LABELS))
+    test = np.zeros((len(split.test_ids), N_LABELS))
+    metrics = dict(best_oof_loss=0.69)
+    if where == "oof":
+        oof[1, 2] = np.nan
+    elif where == "test":
+        test[0, 0] = np.inf
+    else:
+        metrics["best_oof_loss"] = float("nan")
+    run_path = tmp_path / "r"
+    run_path.mkdir()
+    message = {"oof": "1 of the OOF logits are NaN or inf", "test": "1 of the test logits",
+               "loss": "best_oof_loss is nan"}[where]
+    with pytest.raises(NonFiniteLossError, match=rf"{run_path}: {message}"):
+        fold_run.finish_run(run_path, split, oof, test, metrics, data=data,
+                            notebook_name="03b_train_features.ipynb", started_at=time.time())
+    assert list(run_path.iterdir()) == []
 
 
 def test_a_cache_of_another_size_is_refused_naming_the_parameters():

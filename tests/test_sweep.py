@@ -129,7 +129,13 @@ def test_misspelled_parameters_are_refused_before_anything_runs(tmp_path, capsys
     (dict(head="cls3"), "resnet_nope", None, r"backbone 'resnet_nope' is neither a timm model"),
     (dict(head="cls3", t_bins=40), "test_efficientnet", None,
      r"tta_offsets \[-64, -32, 0, 32, 64\]: the shortest time width t_bins \+ -64 = -24"),
-    (dict(epochs=0), "test_efficientnet", None, r"epochs must be at least 1, got 0"),
+    (dict(epochs=0), "test_efficientnet", None, r"epochs must be a whole number of at least 1, "
+                                                r"got 0"),
+    (dict(batch_size=0), "test_efficientnet", None, r"batch_size must be a whole number of at "
+                                                    r"least 1, got 0"),
+    (dict(lr=-0.01), "test_efficientnet", None, r"lr must be a finite number above 0, got -0.01"),
+    (dict(mlp_lr=float("inf")), "mlp", "03b_train_features.ipynb",
+     r"mlp_lr must be a finite number above 0, got inf"),
     (dict(C=0.2), "forest", "03b_train_features.ipynb",
      r"learner \(backbone\) must be one of \('lightgbm', 'logistic', 'mlp'\), got 'forest'"),
     (dict(n_bands=500), "logistic", "03b_train_features.ipynb",

@@ -234,6 +234,15 @@ def test_settings_are_checked():
         TrainSettings(mixup_prob=2)
     with pytest.raises(ValueError, match="time_warp"):
         TrainSettings(time_warp=-0.1)
+    # used to fail only mid-run (batch_size 0) or to train backwards (lr < 0)
+    for key, value, message in [("batch_size", 0, "a whole number of at least 1, got 0"),
+                                ("lr", -0.01, "a finite number above 0, got -0.01"),
+                                ("lr", float("inf"), "a finite number above 0, got inf"),
+                                ("lr", "abc", "a finite number above 0, got 'abc'"),
+                                ("epochs", 0, "a whole number of at least 1, got 0"),
+                                ("eval_batch_size", 2.5, "a whole number of at least 1")]:
+        with pytest.raises(ValueError, match=rf"^{key} must be {message}"):
+            TrainSettings(**{key: value})
 
 
 @pytest.mark.parametrize("mixup_prob, warp", [(0.5, 0.2), (0.5, 0.0), (0.0, 0.2), (0.0, 0.0)])

@@ -7,6 +7,11 @@ import numpy as np
 EPS = 1e-15
 
 
+class NonFiniteLossError(RuntimeError):
+    """A loss or a prediction became NaN or inf: the run stops before DONE (03's fit, the
+    feature MLP's fit, and lib.runs.fold_run.finish_run for every notebook)."""
+
+
 def per_label_log_loss(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     """Binary log loss of each label. labels, probabilities: (n, 9) -> (9,) float64.
     Probabilities are clipped to [1e-15, 1 - 1e-15] as in scikit-learn."""

@@ -8,10 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from lib.core.checks import check_number
 from lib.core.families import LEARNERS
 from lib.data.features import FEATURE_KINDS
 
 ACTIVATIONS = ("gelu", "relu")
+# What each numeric setting must be (lib.core.checks.check_number): checked when the settings
+# are made, so that 03b and a sweep refuse a value (also "abc", inf or nan) naming it.
+NUMBER_BOUNDS = {
+    "n_bands": dict(whole=True, minimum=1), "n_estimators": dict(whole=True, minimum=1),
+    "learning_rate": dict(above=0), "num_leaves": dict(whole=True, minimum=2),
+    "min_data_in_leaf": dict(whole=True, minimum=0), "feature_fraction": dict(above=0, maximum=1),
+    "bagging_fraction": dict(above=0, maximum=1), "lambda_l2": dict(minimum=0),
+    "C": dict(above=0), "dropout": dict(minimum=0, below=1),
+    "mlp_epochs": dict(whole=True, minimum=1), "mlp_lr": dict(above=0),
+    "mlp_weight_decay": dict(minimum=0), "mlp_batch_size": dict(whole=True, minimum=1),
+    "n_seeds": dict(whole=True, minimum=1), "threads": dict(whole=True, minimum=0)}
 NON_NEGATIVE_KINDS = ("bands", "benchmark")  # kinds the logistic regression's log10 can take
 
 
@@ -55,15 +67,8 @@ class FeatureSettings:
         if self.learner == "logistic" and self.features not in NON_NEGATIVE_KINDS:
             raise ValueError(f"features {self.features!r} has negative values; the logistic "
                              f"regression takes log10 of {NON_NEGATIVE_KINDS}")
-        if not _whole(self.n_bands) or self.n_bands < 1:
-            raise ValueError(f"n_bands must be a whole number of at least 1, got "
-                             f"{self.n_bands!r}")
-        if self.n_estimators < 1:
-            raise ValueError(f"n_estimators must be at least 1, got {self.n_estimators}")
-        if not (0 < self.feature_fraction <= 1 and 0 < self.bagging_fraction <= 1):
-            raise ValueError("feature_fraction and bagging_fraction must be in (0, 1]")
-        if self.C <= 0:
-            raise ValueError(f"C must be positive, got {self.C}")
+        for name, bounds in NUMBER_BOUNDS.items():
+            check_number(name, getattr(self, name), **bounds)
         hidden = self.hidden if isinstance(self.hidden, (list, tuple)) else None
         if not hidden or not all(_whole(h) and h >= 1 for h in hidden):
             raise ValueError(f"hidden must be a non-empty list of layer widths, each at least "
@@ -71,19 +76,6 @@ class FeatureSettings:
         object.__setattr__(self, "hidden", tuple(int(h) for h in hidden))
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        for name in ("mlp_epochs", "mlp_batch_size", "n_seeds"):
-            value = getattr(self, name)
-            if not _whole(value) or value < 1:
-                raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
-        if not self.mlp_lr > 0:
-            raise ValueError(f"mlp_lr must be positive, got {self.mlp_lr}")
-        if not self.mlp_weight_decay >= 0:
-            raise ValueError(f"mlp_weight_decay must be at least 0, got {self.mlp_weight_decay}")
-        if not _whole(self.threads) or self.threads < 0:
-            raise ValueError(f"threads must be a whole number of at least 0, got "
-                             f"{self.threads!r}")
 
 
 def feature_settings(parameters: dict) -> FeatureSettings:

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from lib.core.metrics import NonFiniteLossError
 from lib.core.schema import N_LABELS
 from lib.models.feature_settings import FeatureSettings
 
@@ -61,7 +62,8 @@ def train_mlp(inputs: torch.Tensor, labels: torch.Tensor, settings: FeatureSetti
     """One network fitted on standardised inputs (n, F) float32 and labels (n, 9) float32:
     BCE on the logits, AdamW, ``mlp_epochs`` epochs of shuffled batches with the learning
     rate decaying to 0 on a cosine. Deterministic for a seed (and a number of threads).
-    Returns its state dict as float32 arrays."""
+    Returns its state dict as float32 arrays; NonFiniteLossError when an epoch's loss is
+    NaN or inf (a diverged network)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # initial weights and dropout masks
         net = build_mlp(inputs.shape[1], settings.hidden, settings.activation, settings.dropout)
@@ -73,7 +75,8 @@ def train_mlp(inputs: torch.Tensor, labels: torch.Tensor, settings: FeatureSetti
             optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
         order = torch.Generator().manual_seed(seed)
         net.train()
-        for _ in range(settings.mlp_epochs):
+        for epoch in range(settings.mlp_epochs):
+            total_loss = torch.zeros(())
             for batch in torch.randperm(len(inputs), generator=order).split(
                     settings.mlp_batch_size):
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(
@@ -82,4 +85,9 @@ def train_mlp(inputs: torch.Tensor, labels: torch.Tensor, settings: FeatureSetti
                 loss.backward()
                 optimizer.step()
                 schedule.step()
+                total_loss += loss.detach()
+            if not torch.isfinite(total_loss):
+                raise NonFiniteLossError(f"network of seed {seed}, epoch {epoch + 1}: training "
+                                         f"loss is {float(total_loss) / batches} (mlp_lr "
+                                         f"{settings.mlp_lr:g}: the network diverged)")
     return {k: v.detach().numpy().astype(np.float32) for k, v in net.state_dict().items()}

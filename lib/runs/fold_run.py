@@ -8,13 +8,14 @@ train samples of this fold; test predictions for val + test (the samples 04 and 
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from lib.core.metrics import per_label_log_loss
+from lib.core.metrics import NonFiniteLossError, per_label_log_loss
 from lib.core.paths import dataset_work_dir
 from lib.data.folds import check_fold
 from lib.runs import run_folder
@@ -86,13 +87,47 @@ def oof_table(oof_labels: pd.DataFrame, oof_logits: np.ndarray, train_labels: pd
     return per_label, table.assign(mean=lambda t: t.mean(axis=1)).round(4)
 
 
+def check_given_parameters(notebook: str) -> None:
+    """ValueError naming the parameter when papermill gave the executing ``notebook`` one
+    that its parameters cell does not define (papermill itself only warns, and the value is
+    never used). What papermill gave is read from its injected cell ("# Parameters" first,
+    in IPython's input history); PAPERMILL_* paths are papermill's own. Outside IPython, or
+    run by hand, nothing is checked."""
+    from IPython import get_ipython
+
+    from lib.runs.plans import notebook_parameters, unknown_parameter
+
+    shell = get_ipython()
+    if shell is None:
+        return
+    known = notebook_parameters(notebook)
+    for source in shell.user_ns.get("In", []):
+        if not source.startswith("# Parameters\n"):
+            continue
+        for node in ast.parse(source).body:
+            for target in node.targets if isinstance(node, ast.Assign) else []:
+                name = getattr(target, "id", None)
+                if name and name not in known and not name.startswith("PAPERMILL_"):
+                    raise ValueError(f"papermill parameter "
+                                     f"{unknown_parameter(name, known, [notebook])}")
+
+
 def finish_run(run_path: Path, split: FoldSplit, oof_logits: np.ndarray,
                test_logits: np.ndarray, metrics: dict, *, data, notebook_name: str,
                started_at: float, oof_last_logits: np.ndarray | None = None) -> str:
     """Write the run's predictions (OOF (n_oof, 9), test (n_test, 9) and optionally the last
     epoch's OOF, keyed by sample_id), metrics.json (``metrics`` plus the data fingerprint and
     the split's sizes) and, last, DONE. Returns run_folder.closing_note (``started_at``: the
-    execution's start, a time.time())."""
+    execution's start, a time.time()). NonFiniteLossError, before anything is written, when
+    a logit or metrics' best_oof_loss is NaN or inf (a diverged fit is a failed run)."""
+    for what, values in (("OOF logits", oof_logits), ("test logits", test_logits)):
+        bad = int((~np.isfinite(np.asarray(values, dtype=np.float64))).sum())
+        if bad:
+            raise NonFiniteLossError(f"{run_path}: {bad} of the {what} are NaN or inf (the "
+                                     f"fit diverged); the run is not finished")
+    if not np.isfinite(metrics.get("best_oof_loss", 0.0)):
+        raise NonFiniteLossError(f"{run_path}: best_oof_loss is {metrics['best_oof_loss']} "
+                                 f"(the fit diverged); the run is not finished")
     run_folder.write_predictions(run_path, run_folder.label_frame(split.oof_ids, oof_logits),
                            run_folder.label_frame(split.test_ids, test_logits),
                            oof_last=None if oof_last_logits is None

@@ -134,14 +134,14 @@ def check_parameters(specs: list[RunSpec], overrides: dict) -> dict[str, list[st
         known = notebook_parameters(notebook)
         for key, value in _read_params(params_file, "").items():
             if key not in known:
-                raise PlanError(f"{params_file}: {_unknown(key, known, [notebook])}")
+                raise PlanError(f"{params_file}: {unknown_parameter(key, known, [notebook])}")
             _check_type(key, value, notebook, str(params_file))
     notebooks = list(dict.fromkeys(s.notebook for s in specs))
     every = frozenset().union(*(notebook_parameters(n) for n in notebooks))
     skipped = {}
     for key, value in overrides.items():
         if key not in every:
-            raise PlanError(f"-p / command line: {_unknown(key, every, notebooks)}")
+            raise PlanError(f"-p / command line: {unknown_parameter(key, every, notebooks)}")
         for notebook in notebooks:
             if key in notebook_parameters(notebook):
                 _check_type(key, value, notebook, "-p / command line")
@@ -203,7 +203,8 @@ def _check_type(key: str, value, notebook: str, source: str) -> None:
             return
 
 
-def _unknown(key: str, known: frozenset[str], notebooks: list[str]) -> str:
+def unknown_parameter(key: str, known: frozenset[str], notebooks: list[str]) -> str:
+    """"'KEY' is not a parameter of notebooks/N; did you mean 'K'? (known: ...)"."""
     near = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean {near[0]!r}?" if near else ""
     where = " or ".join(f"notebooks/{n}" for n in notebooks)

@@ -16,13 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lib.core.metrics import NonFiniteLossError
 from lib.train.augment import EpochDraws, epoch_draws, mixup, smooth_labels, time_warp
 from lib.train.device import DeviceImages, autocast, intensity_transform, precision, predict_logits
 from lib.train.settings import TrainSettings
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or inf: the run stops, and no checkpoint counts as best."""
 
 
 @dataclass

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from lib.core.checks import check_number
 from lib.data.images import NORMS, TRANSFORMS
 from lib.models.cnn import check_architecture
 
 SELECT_EPOCHS = ("best", "last")
+# What each numeric setting must be (lib.core.checks.check_number): checked when the settings
+# are made, so that 03 and a sweep refuse batch_size 0 or lr -0.01 before training, naming it.
+NUMBER_BOUNDS = {
+    "mixup_prob": dict(minimum=0, maximum=1), "time_warp": dict(minimum=0, maximum=1),
+    "epochs": dict(whole=True, minimum=1), "warmup_epochs": dict(minimum=0),
+    "lr": dict(above=0), "weight_decay": dict(minimum=0),
+    "batch_size": dict(whole=True, minimum=1), "eval_batch_size": dict(whole=True, minimum=1),
+    "grad_clip": dict(above=0), "label_smoothing": dict(minimum=0, below=1)}
 
 
 @dataclass(frozen=True)
@@ -39,16 +48,11 @@ class TrainSettings:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {self.transform!r}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        if not 0 <= self.mixup_prob <= 1:
-            raise ValueError(f"mixup_prob must be in [0, 1], got {self.mixup_prob}")
+        for name, bounds in NUMBER_BOUNDS.items():
+            check_number(name, getattr(self, name), **bounds)
         if self.select_epoch not in SELECT_EPOCHS:
             raise ValueError(f"select_epoch must be one of {SELECT_EPOCHS}, got "
                              f"{self.select_epoch!r}")
-        if not 0 <= self.time_warp <= 1:
-            raise ValueError(f"time_warp must be in [0, 1] (the largest |log a|), got "
-                             f"{self.time_warp}")
 
 
 def check_run_parameters(values: dict) -> None:
