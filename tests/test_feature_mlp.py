@@ -335,6 +335,9 @@ def test_feature_notebook_trains_an_mlp_run_that_04_reproduces(tmp_path):
     assert np.isfinite(metrics["best_oof_loss"]) and metrics["best_epoch"] is None
     assert set(metrics["samples"]) == {"train", "oof", "test"}
     assert len(load_feature_model(run_dir / FEATURE_MODEL).networks) == 2
+    assert load_feature_model(run_dir / FEATURE_MODEL).config["run"] == dict(  # what it is
+        name="features_mlp", backbone="mlp", fold=1, seed=0,
+        data_fingerprint=metrics["data_fingerprint"])
     out_csv = tmp_path / "predictions.csv"
     pm.execute_notebook(str(REPO_ROOT / "notebooks" / "04_predict.ipynb"),
                         str(tmp_path / "04.ipynb"),
@@ -381,3 +384,82 @@ def test_03b_refuses_a_diverging_network_and_an_unknown_parameter(tmp_path):
                                 parameters={**common, **changes, "run_dir": str(run_dir)},
                                 kernel_name="python3", progress_bar=False)
         assert not is_done(run_dir) and not (run_dir / FEATURE_MODEL).exists()
+
+
+# ---- a model file is checked against its run folder --------------------------------------------
+
+def _finished_feature_run(root, data, learner, *, fold=0, seed=0, identity_data=None):
+    """runs/<name>/<learner>/fold<k>_seed<s> with a fitted model (its file recording the run,
+    on ``identity_data``: the run's own data unless given), metrics.json and DONE."""
+    from lib.runs.fold_run import model_identity
+    from lib.runs.run_folder import data_fingerprint, mark_done, write_metrics
+
+    name = f"features_{learner}"
+    run_dir = root / name / learner / f"fold{fold}_seed{seed}"
+    run_dir.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    features = rng.random((30, 12)).astype(np.float32)
+    labels = (rng.random((30, N_LABELS)) < 0.4).astype(float)
+    settings = FeatureSettings(learner=learner, **(TINY_MLP if learner == "mlp" else {}))
+    identity = model_identity(identity_data or data, name=name, backbone=learner, fold=fold,
+                              seed=seed)
+    model = fit_feature_model(features, labels, settings, seed=seed,
+                              config=dict(learner=learner, run=identity))
+    save_feature_model(run_dir / FEATURE_MODEL, model)
+    parameters = dict(name=name, backbone=learner, fold=fold, seed=seed)
+    write_metrics(run_dir, dict(parameters=parameters, data_fingerprint=data_fingerprint(data)))
+    mark_done(run_dir)
+    return run_dir
+
+
+def test_a_model_file_from_another_run_is_refused_naming_the_file(competition_dir, tmp_path):
+    """The logistic regression's file, a CNN checkpoint or an MLP of other data in an MLP's
+    run folder used to be predicted with (and labelled as the MLP by 06)."""
+    import copy
+    import shutil
+
+    from lib.data.dataset import load_competition
+    from lib.train.checkpoint import ModelMismatchError, check_model_file, save_checkpoint
+    from lib.train.predict import load_run_feature_model, load_run_model
+
+    data = load_competition(competition_dir)
+    mlp = _finished_feature_run(tmp_path / "runs", data, "mlp")
+    logistic = _finished_feature_run(tmp_path / "runs", data, "logistic")
+    check_model_file(mlp)
+    assert load_run_feature_model(mlp).learner == "mlp"
+    model_file = mlp / FEATURE_MODEL
+    own = model_file.read_bytes()
+
+    shutil.copy(logistic / FEATURE_MODEL, model_file)  # the same fold's logistic regression
+    for load in (check_model_file, load_run_feature_model):
+        with pytest.raises(ModelMismatchError, match=rf"{model_file}: backbone 'logistic' in "
+                           r"the model file, but the run's metrics.json says 'mlp'"):
+            load(mlp)
+
+    other = copy.deepcopy(data)  # an MLP trained on other labels
+    other.labels.iloc[0, 0] = 1 - other.labels.iloc[0, 0]
+    elsewhere = _finished_feature_run(tmp_path / "other", data, "mlp", identity_data=other)
+    shutil.copy(elsewhere / FEATURE_MODEL, model_file)
+    with pytest.raises(ModelMismatchError, match=rf"{model_file}: data_fingerprint '[0-9a-f]+' "
+                       r"in the model file, but the run's metrics.json says"):
+        check_model_file(mlp)
+
+    model_file.write_bytes(own)
+    seed1 = _finished_feature_run(tmp_path / "seed1", data, "mlp", seed=1)
+    shutil.copy(seed1 / FEATURE_MODEL, model_file)
+    with pytest.raises(ModelMismatchError, match=r"seed 1 in the model file, but .* says 0"):
+        check_model_file(mlp)
+
+    model_file.unlink()  # a CNN's checkpoint in the MLP's folder
+    save_checkpoint(mlp / "checkpoint.pt", {}, dict(backbone="resnet18", head="cls3"))
+    with pytest.raises(ModelMismatchError, match=rf"{mlp / 'checkpoint.pt'}: backbone "
+                       r"'resnet18' in the model file, but the run's metrics.json says 'mlp'"):
+        check_model_file(mlp)
+    with pytest.raises(ModelMismatchError, match="holds a CNN checkpoint, not a feature model"):
+        load_run_feature_model(mlp)
+
+    model_file.write_bytes(own)  # both kinds of model file in one folder
+    for load in (check_model_file, load_run_feature_model, lambda r: load_run_model(r, "cpu")):
+        with pytest.raises(ModelMismatchError, match=rf"{mlp}: holds both feature_model.json "
+                           r"and checkpoint.pt"):
+            load(mlp)

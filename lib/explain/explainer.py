@@ -46,7 +46,7 @@ from lib.explain.result import ModelExplanation
 from lib.models.cnn import GcmsNet
 from lib.models.feature_models import FeatureModel
 from lib.models.feature_settings import LEARNERS
-from lib.models.model_file import ModelFileError, load_feature_model
+from lib.models.model_file import ModelFileError
 from lib.runs.run_folder import (
     CHECKPOINT,
     FEATURE_MODEL,
@@ -56,8 +56,9 @@ from lib.runs.run_folder import (
     model_key,
     read_metrics,
 )
+from lib.train.checkpoint import ModelMismatchError
 from lib.train.device import DeviceImages
-from lib.train.predict import load_run_model
+from lib.train.predict import load_run_feature_model, load_run_model
 
 METHODS = ("map", "occlusion")
 
@@ -154,9 +155,9 @@ def _load_fold(run_dir: Path, image_size: tuple[int, int], device: torch.device)
             net, config = load_run_model(run_dir, device)
             fold_model = _FoldModel(family, config, net=net)
         else:
-            feature_model = load_feature_model(run_dir / FEATURE_MODEL)
+            feature_model = load_run_feature_model(run_dir)
             fold_model = _FoldModel(family, feature_model.config, feature_model=feature_model)
-    except (OSError, RuntimeError, KeyError, ModelFileError) as error:
+    except (OSError, RuntimeError, KeyError, ModelFileError, ModelMismatchError) as error:
         raise ValueError(f"{run_dir}: cannot load the model ({error}), not explained") from None
     size = (fold_model.config["m_bins"], fold_model.config["t_bins"])
     if size != tuple(image_size):

@@ -112,6 +112,15 @@ def check_given_parameters(notebook: str) -> None:
                                      f"{unknown_parameter(name, known, [notebook])}")
 
 
+def model_identity(data, *, name: str, backbone: str, fold: int, seed: int) -> dict:
+    """What a run's model file records about the run that made it ({"name", "backbone",
+    "fold", "seed", "data_fingerprint"}), so that loading it can compare it with the run
+    folder's metrics.json (lib.train.checkpoint.check_model_identity). ``data``: the
+    lib.data.dataset Competition the run learned from."""
+    return dict(name=name, backbone=backbone, fold=int(fold), seed=int(seed),
+                data_fingerprint=run_folder.data_fingerprint(data))
+
+
 def finish_run(run_path: Path, split: FoldSplit, oof_logits: np.ndarray,
                test_logits: np.ndarray, metrics: dict, *, data, notebook_name: str,
                started_at: float, oof_last_logits: np.ndarray | None = None) -> str:

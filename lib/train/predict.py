@@ -14,10 +14,15 @@ from lib.core.logits import sigmoid
 from lib.core.precision import cuda_problem
 from lib.data.features import image_features
 from lib.models.cnn import build_model
-from lib.models.feature_models import predict_feature_logits
+from lib.models.feature_models import FeatureModel, predict_feature_logits
 from lib.models.model_file import load_feature_model
 from lib.runs.run_folder import CHECKPOINT, FEATURE_MODEL, METRICS, is_done, model_key, read_metrics
-from lib.train.checkpoint import load_checkpoint
+from lib.train.checkpoint import (
+    ModelMismatchError,
+    check_model_identity,
+    load_checkpoint,
+    model_path,
+)
 from lib.train.device import DeviceImages, configure_backends, predict_logits
 from lib.train.settings import TrainSettings
 
@@ -70,15 +75,36 @@ def run_config(run_dir: Path) -> dict:
 
 
 def load_run_model(run_dir: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    """The best checkpoint of a finished run as an eval-mode model, and its config."""
+    """The best checkpoint of a finished run as an eval-mode model, and its config;
+    ModelMismatchError (lib.train.checkpoint) when the folder's model file is not the run's."""
     run_dir = Path(run_dir)
     if not is_done(run_dir):
         raise FileNotFoundError(f"{run_dir}: not a finished run (no DONE file)")
-    state, config = load_checkpoint(run_dir / CHECKPOINT)
+    path = model_path(run_dir)
+    if path.name != CHECKPOINT:
+        raise ModelMismatchError(f"{path}: the run folder holds a feature model, not a CNN "
+                                 f"checkpoint")
+    state, config = load_checkpoint(path)
+    check_model_identity(path, config)
     model = build_model(config["backbone"], config["head"], m_bins=config["m_bins"])
     model.width_offsets = tuple(config["tta_offsets"])
     model.load_state_dict(state)
     return model.to(device).eval(), config
+
+
+def load_run_feature_model(run_dir: Path) -> FeatureModel:
+    """The feature model of a finished run, checked against its run folder
+    (ModelMismatchError naming the file and the mismatch, see load_run_model)."""
+    run_dir = Path(run_dir)
+    if not is_done(run_dir):
+        raise FileNotFoundError(f"{run_dir}: not a finished run (no DONE file)")
+    path = model_path(run_dir)
+    if path.name != FEATURE_MODEL:
+        raise ModelMismatchError(f"{path}: the run folder holds a CNN checkpoint, not a "
+                                 f"feature model")
+    model = load_feature_model(path)
+    check_model_identity(path, model.config)
+    return model
 
 
 def predict_runs(run_dirs: list[Path], images: np.ndarray, derivatized: np.ndarray, *,
@@ -96,7 +122,7 @@ def predict_runs(run_dirs: list[Path], images: np.ndarray, derivatized: np.ndarr
     per_model: dict[str, list[np.ndarray]] = {}
     features: dict[tuple, np.ndarray] = {}  # (kind, n_bands) -> (N, F), computed once
     for run_dir in run_dirs:
-        if (Path(run_dir) / FEATURE_MODEL).is_file():
+        if model_path(run_dir).name == FEATURE_MODEL:
             logits = _feature_run_logits(Path(run_dir), images, derivatized, features)
         else:
             logits = _cnn_run_logits(Path(run_dir), data, device, batch_size)
@@ -117,9 +143,7 @@ def _cnn_run_logits(run_dir: Path, data: DeviceImages, device: torch.device,
 
 def _feature_run_logits(run_dir: Path, images: np.ndarray, derivatized: np.ndarray,
                         features: dict) -> np.ndarray:
-    if not is_done(run_dir):
-        raise FileNotFoundError(f"{run_dir}: not a finished run (no DONE file)")
-    model = load_feature_model(run_dir / FEATURE_MODEL)
+    model = load_run_feature_model(run_dir)
     config = model.config
     _check_size(run_dir, config, images.shape[1:])
     key = (config["features"], config["n_bands"])
