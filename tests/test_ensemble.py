@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import os
+import resource
+import signal
+import stat
+from contextlib import contextmanager
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from lib.core import families
+from lib.core.files import atomic_path, atomic_write_text, current_umask
 from lib.core.metrics import aggregated_log_loss
+from lib.core.paths import REPO_ROOT
 from lib.core.schema import LABELS
 from lib.ensemble import collect, selection, submission
+from lib.explain import scoring
 from lib.runs import run_folder
 from lib.train import checkpoint
 from lib.train.checkpoint import check_model_file
@@ -102,6 +112,97 @@ def test_make_and_validate_submission():
         submission.validate_submission(sub.iloc[::-1], fmt)
     with pytest.raises(ValueError, match="columns"):
         submission.validate_submission(sub.drop(columns=["mineral"]), fmt)
+
+
+def one_row(p: float) -> pd.DataFrame:
+    return pd.DataFrame({"sample_id": ["S1"], **{label: [p] for label in LABELS}})
+
+
+def tree(folder) -> dict[str, str]:
+    """Every entry under ``folder``: a file's text, a link's target, a folder's "<folder>"."""
+    found = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            found[os.path.relpath(path, folder)] = (
+                f"-> {os.readlink(path)}" if os.path.islink(path) else
+                "<folder>" if os.path.isdir(path) else open(path).read())
+    return found
+
+
+def test_outputs_replace_the_old_pair_and_its_explanations_as_one(tmp_path):
+    """submission.csv and selection.json are replaced together, and 06's explanations of the
+    old pair go with it; a file of the folder outside the set is not touched."""
+    out = tmp_path / "ensemble"
+    out.mkdir()
+    for name, text in (("submission.csv", "old"), ("selection.json", "{}"),  # written before
+                       ("explain_scores.json", "{}"), ("explain_ensemble.png", "png"),  # this
+                       ("notes.txt", "mine")):  # layout, and a file of the user's
+        (out / name).write_text(text)
+    path = submission.write_outputs(out, one_row(0.25), {"models": ["a"]})
+    assert path == out / "submission.csv"
+    pd.testing.assert_frame_equal(pd.read_csv(path), one_row(0.25))
+    assert json.loads((out / "selection.json").read_text()) == {"models": ["a"]}
+    assert sorted(os.listdir(out)) == ["notes.txt", "selection.json", "submission.csv",
+                                       "versions"]
+    assert (out / "notes.txt").read_text() == "mine"
+    in_force = (out / "versions" / "current").resolve()
+    assert sorted(os.listdir(out / "versions")) == sorted(["current", in_force.name])
+    assert stat.S_IMODE(in_force.stat().st_mode) == 0o777 & ~current_umask()
+    # 06 then explains the new pair beside it, with its own writers
+    scoring.save_scores(out, {"ensemble": {"aromatic": {"map_share": 0.5}}}, "")
+    with atomic_path(out / "explain_ensemble.png") as figure:
+        figure.write_bytes(b"png")
+    assert (out / scoring.SCORES_FILE).is_file() and (out / "explain_ensemble.png").is_file()
+    submission.write_outputs(out, one_row(0.75), {"models": ["b"]})
+    pd.testing.assert_frame_equal(pd.read_csv(out / "submission.csv"), one_row(0.75))
+    assert json.loads((out / "selection.json").read_text()) == {"models": ["b"]}
+    assert sorted(os.listdir(out)) == ["notes.txt", "selection.json", "submission.csv",
+                                       "versions"]
+    assert len(os.listdir(out / "versions")) == 2  # current and the version it names
+    # the files retired with the pair are the ones 06 writes
+    assert set(submission.EXPLANATION_FILES) == {
+        scoring.SCORES_FILE, "explain_ensemble.png"}
+    assert "explain_ensemble.png" in (REPO_ROOT / "notebooks" / "06_explain.ipynb").read_text()
+
+
+@contextmanager
+def file_size_limit(size: int):
+    """Writes past ``size`` bytes fail with EFBIG, as writes on a full disk fail with ENOSPC
+    (the kernel's RLIMIT_FSIZE, with SIGXFSZ ignored so that the write raises)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+@pytest.mark.parametrize("failure", ["full disk", "not JSON", "folder in the way"])
+def test_a_failed_write_leaves_the_old_set_as_it_was(tmp_path, failure):
+    """The new submission.csv is written, selection.json is not: the old pair and its
+    explanation stay, and no new version folder is left behind."""
+    out = tmp_path / "ensemble"
+    submission.write_outputs(out, one_row(0.25), {"models": ["old"]})
+    atomic_write_text(out / scoring.SCORES_FILE, "{}")  # 06's, about the old pair
+    new = {"models": ["new"], "padding": "x" * 100_000}
+    if failure == "folder in the way":
+        (out / "explain_ensemble.png").mkdir()
+    before = tree(out)
+    if failure == "full disk":
+        with file_size_limit(10_000), pytest.raises(OSError, match="too large.*selection.json"):
+            submission.write_outputs(out, one_row(0.75), new)
+    elif failure == "not JSON":
+        with pytest.raises(ValueError, match="selection.json: the selection cannot be written"):
+            submission.write_outputs(out, one_row(0.75), {**new, "score": np.float32(0.5)})
+    else:
+        with pytest.raises(IsADirectoryError, match="explain_ensemble.png is not a file"):
+            submission.write_outputs(out, one_row(0.75), new)
+    assert tree(out) == before
+    pd.testing.assert_frame_equal(pd.read_csv(out / "submission.csv"), one_row(0.25))
+    assert json.loads((out / "selection.json").read_text()) == {"models": ["old"]}
 
 
 def test_check_finite_names_the_samples():

@@ -311,6 +311,10 @@ def test_ensemble_takes_feature_and_cnn_runs(workspace):
     assert all(scored[k] <= selection["comparison"][k] + 1e-12 for k in scored)
     submission = pd.read_csv(out / "submission.csv")
     assert list(submission.columns) == ["sample_id", *LABELS] and len(submission) == 12
+    # the pair is written as one set (lib.core.files.write_file_set), read through its links
+    in_force = (out / "versions" / "current").resolve()
+    assert {(out / n).resolve() for n in ("submission.csv", "selection.json")} == {
+        in_force / "submission.csv", in_force / "selection.json"}
     # synthetic data: every predictor of the comparison is scored on the hidden test labels too
     assert set(selection["test"]) == set(selection["comparison"])
     assert all(0 < loss < 5 for loss in selection["test"].values())

@@ -1,11 +1,21 @@
-"""The submission file: checked against the submission format, finite, written atomically."""
+"""The submission file: checked against the submission format, finite, written with
+selection.json as one set."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from lib.core.files import write_file_set
 from lib.core.schema import LABELS
+
+SUBMISSION_FILE = "submission.csv"
+SELECTION_FILE = "selection.json"
+# 06's explanations of the chosen ensemble, written beside the pair: they go with the pair
+EXPLANATION_FILES = ("explain_scores.json", "explain_ensemble.png")
 
 
 def validate_submission(submission: pd.DataFrame, submission_format: pd.DataFrame,
@@ -45,3 +55,21 @@ def make_submission(sample_ids, probabilities: np.ndarray,
     submission = frame.loc[submission_format["sample_id"]].reset_index(names="sample_id")
     validate_submission(submission, submission_format)
     return submission
+
+
+def write_outputs(output_dir: str | Path, submission: pd.DataFrame, selection: dict) -> Path:
+    """Write ``submission`` (probabilities to 6 decimals) as submission.csv and ``selection`` as
+    selection.json into output_dir as one set (lib.core.files.write_file_set): a reader finds
+    the old pair or the new pair, never a mix, and the old pair's explanations
+    (EXPLANATION_FILES) go with it. On any error (a full disk, a value JSON cannot hold) the
+    files there stay as they were. Returns the path of submission.csv."""
+    output_dir = Path(output_dir)
+    try:
+        selection_text = json.dumps(selection, indent=2)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{output_dir / SELECTION_FILE}: the selection cannot be written as "
+                         f"JSON ({error}); nothing written") from error
+    texts = {SUBMISSION_FILE: submission.to_csv(index=False, float_format="%.6f"),
+             SELECTION_FILE: selection_text}
+    write_file_set(output_dir, texts, retire=EXPLANATION_FILES)
+    return output_dir / SUBMISSION_FILE
