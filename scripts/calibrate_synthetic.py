@@ -1,21 +1,24 @@
 """Check a synthetic folder against the real data's reference scores.
 
-Generates the folder if it is missing, then prints the 5-fold CV aggregated log loss on the
-train split of the prior-only predictor (real data: 0.2967) and of the organisers' benchmark
-(real data: 0.1773), per-label losses of both, and label marginals per split against targets.
+Simulates the train split in memory (or reads a generated folder's), then prints the 5-fold
+CV aggregated log loss on the train split of the prior-only predictor (real data: 0.2967) and
+of the organisers' benchmark (real data: 0.1773), per-label losses of both, and label marginals
+per split against targets.
 
 Then, for each train-to-test shift strength of ``--shifts``, the test loss of both fitted on the
 whole train split, and the benchmark's test loss over its OOF loss (real data: ~0.228 / 0.177
 = ~1.29). The train split is the same for every shift; the test runs of each shift are
 simulated in memory (not written), so one folder serves every strength.
 
-Usage: python scripts/calibrate_synthetic.py [--data-dir D] [--profile small] [--seed 0]
-           [--shifts 0,1]
+Usage: python scripts/calibrate_synthetic.py [--profile small] [--seed 0] [--shifts 0,1]
+           [--p-weak P] [--confuser-rate R] [--data-dir D] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -38,19 +41,20 @@ from lib.ensemble.baselines import (
 from lib.synthetic import (
     DERIVATIZED_FRACTION,
     PROFILES,
+    Profile,
     expected_prevalence,
-    generate,
     sample_table,
     sample_tasks,
     simulate_sample,
     test_derivatized_fraction,
 )
+from lib.synthetic.profiles import check_profile
 
 # Real train prevalence per label (public train_labels.csv).
 TARGET_PREVALENCE = (0.098, 0.328, 0.142, 0.119, 0.022, 0.038, 0.032, 0.026, 0.145)
 
 
-def print_marginals(profile: str, seed: int, shift: float) -> None:
+def print_marginals(profile: Profile | str, seed: int, shift: float) -> None:
     """Label prevalence and derivatized share per split (all drawn labels, test included, under
     a train-to-test shift of ``shift``), each beside its target ("*": what the label model
     aims at for that split's derivatized share) and the real train prevalence."""
@@ -70,67 +74,95 @@ def _simulated_features(task) -> np.ndarray:
     return benchmark_features(simulate_sample(task)[0])
 
 
-def shifted_test_split(profile: str, seed: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
-    """(benchmark features (m, f), labels (m, 9)) of the test split of a folder of this profile,
-    seed and shift, simulated in memory."""
+def simulated_split(profile: Profile, seed: int, shift: float, split: str
+                    ) -> tuple[np.ndarray, pd.DataFrame]:
+    """(benchmark features (m, f), the split's rows of the sample table: sample_id, the 9
+    labels, ...) of one split of a folder of this profile, seed and shift, simulated in memory
+    (nothing written). Train and val rows are the same for every shift."""
     table = sample_table(profile, seed, shift)
-    test = table[table["split"] == "test"]
-    tasks = sample_tasks(Path("."), test, PROFILES[profile], seed, shift)
+    rows = table[table["split"] == split].reset_index(drop=True)
+    tasks = sample_tasks(Path("."), table[table["split"] == split], profile, seed, shift)
     with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
         features = np.stack(list(pool.map(_simulated_features, tasks, chunksize=4)))
-    return features, test[list(LABELS)].to_numpy()
+    return features, rows
+
+
+def folder_train_split(data_dir: Path) -> tuple[np.ndarray, pd.DataFrame]:
+    """(benchmark features (n, f), train_labels.csv) of a generated folder's train split."""
+    train = pd.read_csv(data_dir / "train_labels.csv")
+    metadata = pd.read_csv(data_dir / "metadata.csv").set_index("sample_id")
+    paths = [data_dir / p for p in metadata.loc[train["sample_id"], "features_path"]]
+    return feature_matrix(paths), train
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None,
-                        help="default: data/synthetic_<profile> (generated when missing)")
+                        help="a generated folder of this profile and seed: its train split is "
+                             "read from the CSVs (default: simulated in memory)")
     parser.add_argument("--profile", default="small")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--C", type=float, default=10.0, help="benchmark inverse L1 strength")
     parser.add_argument("--shifts", default=None,
                         help="comma-separated shift strengths to score on the test split "
                              "(default: 0 and the profile's)")
+    parser.add_argument("--p-weak", type=float, default=None,
+                        help="try another Profile.p_weak (default: the profile's)")
+    parser.add_argument("--confuser-rate", type=float, default=None,
+                        help="try another Profile.confuser_rate (default: the profile's)")
+    parser.add_argument("--with-val", action="store_true",
+                        help="05's protocol: the val split trains in every fold and in the "
+                             "test fit (default: the train split alone)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    data_dir = args.data_dir or Path("data") / f"synthetic_{args.profile}"
-    if not (data_dir / "metadata.csv").exists():
-        start = time.perf_counter()
-        generate(data_dir, args.profile, args.seed, workers=os.cpu_count() or 1)
-        print(f"generated {data_dir} in {time.perf_counter() - start:.1f} s")
+    overrides = {k: v for k, v in (("p_weak", args.p_weak),
+                                   ("confuser_rate", args.confuser_rate)) if v is not None}
+    profile = check_profile(dataclasses.replace(PROFILES[args.profile], **overrides))
+    print(f"profile {args.profile} {overrides or ''}: p_weak {profile.p_weak}, "
+          f"confuser_rate {profile.confuser_rate}, shift {profile.shift}")
 
-    train = pd.read_csv(data_dir / "train_labels.csv")
-    metadata = pd.read_csv(data_dir / "metadata.csv").set_index("sample_id")
-    paths = [data_dir / p for p in metadata.loc[train["sample_id"], "features_path"]]
     start = time.perf_counter()
-    features = feature_matrix(paths)
+    if args.data_dir is not None:
+        features, train = folder_train_split(args.data_dir)
+    else:
+        features, train = simulated_split(profile, args.seed, profile.shift, "train")
     print(f"benchmark features {features.shape} in {time.perf_counter() - start:.1f} s")
 
     labels = train[list(LABELS)].to_numpy()
-    folds = make_folds(train)["fold"].to_numpy()
-    prior = prior_oof(labels, folds)
-    bench = logistic_benchmark_oof(features, labels, folds, C=args.C)
+    folds = make_folds(train[["sample_id", *LABELS]])["fold"].to_numpy()
+    extra_features, extra_labels = np.zeros((0, features.shape[1])), np.zeros((0, len(LABELS)))
+    if args.with_val:
+        extra_features, val = simulated_split(profile, args.seed, profile.shift, "val")
+        extra_labels = val[list(LABELS)].to_numpy()
+    prior = prior_oof(labels, folds, extra_labels)
+    bench = logistic_benchmark_oof(features, labels, folds, C=args.C,
+                                   extra_features=extra_features, extra_labels=extra_labels)
     print(f"\n5-fold CV aggregated log loss on {len(train)} train samples "
-          "(real data: prior 0.2967, benchmark 0.1773)")
+          f"(+ {len(extra_labels)} val samples in every fold's training; "
+          "real data: prior 0.2967, benchmark 0.1773)")
     print(f"  prior-only : {aggregated_log_loss(labels, prior):.4f}")
     print(f"  benchmark  : {aggregated_log_loss(labels, bench):.4f}")
     losses = pd.DataFrame({"prior": per_label_log_loss(labels, prior),
                            "benchmark": per_label_log_loss(labels, bench),
                            "positives": labels.sum(axis=0)}, index=list(LABELS))
     print(losses.round(4).to_string())
-    print(f"\nlabel marginals per split (test: at the profile's shift "
-          f"{PROFILES[args.profile].shift})")
-    print_marginals(args.profile, args.seed, PROFILES[args.profile].shift)
+    print(f"\nlabel marginals per split (test: at the profile's shift {profile.shift})")
+    print_marginals(profile, args.seed, profile.shift)
 
     shifts = ([float(v) for v in args.shifts.split(",")] if args.shifts
-              else [0.0, PROFILES[args.profile].shift])
+              else [0.0, profile.shift])
     oof_prior, oof_bench = aggregated_log_loss(labels, prior), aggregated_log_loss(labels, bench)
     rows = []
     for shift in shifts:
         start = time.perf_counter()
-        test_features, test_labels = shifted_test_split(args.profile, args.seed, shift)
-        test_prior = aggregated_log_loss(test_labels, prior_predictions(labels, len(test_labels)))
+        test_features, test = simulated_split(profile, args.seed, shift, "test")
+        test_labels = test[list(LABELS)].to_numpy()
+        fit_x = np.concatenate([features, extra_features])
+        fit_y = np.concatenate([labels, extra_labels])
+        test_prior = aggregated_log_loss(test_labels, prior_predictions(fit_y, len(test_labels)))
         test_bench = aggregated_log_loss(test_labels, logistic_benchmark_predict(
-            features, labels, test_features, C=args.C))
+            fit_x, fit_y, test_features, C=args.C))
         rows.append({"shift": shift, "test derivatized": test_derivatized_fraction(shift),
                      "prior OOF": oof_prior, "prior test": test_prior,
                      "benchmark OOF": oof_bench, "benchmark test": test_bench,
@@ -139,6 +171,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\ntrain-to-test shift (fitted on the {len(train)} train samples; test: "
           f"{len(test_labels)} samples; real data: benchmark test / OOF ~1.29)")
     print(pd.DataFrame(rows).round(4).to_string(index=False))
+    if args.json is not None:
+        args.json.write_text(json.dumps({
+            "profile": args.profile, "seed": args.seed, "settings": dataclasses.asdict(profile),
+            "n_train": len(train), "n_val_in_training": len(extra_labels), "rows": rows},
+            indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -142,7 +142,8 @@ def saved_mlp(tmp_path) -> tuple[dict, np.ndarray, np.ndarray]:
 def test_mlp_round_trips_through_its_file(tmp_path):
     payload, features, logits = saved_mlp(tmp_path)
     assert payload["learner"] == "mlp" and payload["per_label"] == []
-    assert payload["architecture"] == {"hidden": [16], "activation": "gelu", "log_inputs": False}
+    assert payload["architecture"] == {"hidden": [16], "activation": "gelu", "log_inputs": False,
+                                       "norm": "layer"}
     loaded = load_feature_model(tmp_path / FEATURE_MODEL)
     assert loaded.config["features"] == "mass_stats" and len(loaded.networks) == 2
     np.testing.assert_array_equal(predict_feature_logits(loaded, features), logits)

@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from lib.core.metrics import aggregated_log_loss, per_label_log_loss
+from lib.core.metrics import (
+    aggregated_log_loss,
+    paired_bootstrap,
+    per_label_log_loss,
+    per_sample_log_loss,
+)
 
 
 def test_log_loss_hand_values():
@@ -21,3 +26,30 @@ def test_log_loss_hand_values():
 def test_per_label_log_loss():
     losses = per_label_log_loss(np.array([[1, 0]]), np.array([[0.5, 0.25]]))
     np.testing.assert_allclose(losses, [np.log(2), -np.log(0.75)])
+
+
+def test_per_sample_losses_average_to_the_aggregated_loss():
+    rng = np.random.default_rng(0)
+    labels = (rng.random((50, 9)) < 0.3).astype(int)
+    probabilities = rng.random((50, 9))
+    per_sample = per_sample_log_loss(labels, probabilities)
+    assert per_sample.shape == (50,)
+    assert per_sample.mean() == pytest.approx(aggregated_log_loss(labels, probabilities))
+
+
+def test_paired_bootstrap_tells_a_better_predictor_from_luck():
+    rng = np.random.default_rng(1)
+    labels = (rng.random((300, 9)) < 0.3).astype(int)
+    noisy = np.clip(labels * 0.6 + rng.random((300, 9)) * 0.4, 0.01, 0.99)
+    sharper = np.clip(labels * 0.8 + rng.random((300, 9)) * 0.2, 0.01, 0.99)
+    better = paired_bootstrap(labels, sharper, noisy)
+    assert better["difference"] == pytest.approx(aggregated_log_loss(labels, sharper)
+                                                 - aggregated_log_loss(labels, noisy))
+    assert better["low"] < better["difference"] < better["high"] < 0
+    assert paired_bootstrap(labels, sharper, noisy) == better  # deterministic for a seed
+    # two predictors that differ by noise alone: the interval holds 0
+    other = np.clip(labels * 0.6 + rng.random((300, 9)) * 0.4, 0.01, 0.99)
+    luck = paired_bootstrap(labels, other, noisy)
+    assert luck["low"] < 0 < luck["high"]
+    same = paired_bootstrap(labels, noisy, noisy)
+    assert same == {"difference": 0.0, "low": 0.0, "high": 0.0}

@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import numpy as np
 
-FEATURE_KINDS = ("bands", "benchmark", "mass_stats")
+FEATURE_KINDS = ("bands", "benchmark", "mass_stats", "ion_time_stats")
 STATS_LOG_FLOOR = 1e-6  # mass_stats: intensities are log10(value + STATS_LOG_FLOOR)
 MASS_STATS = ("log_mean", "log_std", "skew", "log_max", "peak_time")  # per mass row, in order
+# ion_time_stats: log10(1 + image / ION_TIME_FLOOR) divided by its ION_TIME_PERCENTILE-th
+# percentile and clipped at 1 (the floor is about the noise level of an image scaled to max 1)
+ION_TIME_FLOOR = 1e-6
+ION_TIME_PERCENTILE = 99.8
+ROW_STATS = ("mean", "max", "std")  # ion_time_stats: per mass row over time, stat-major
+COLUMN_STATS = ("mean", "std")  # ion_time_stats: per time column over masses, stat-major
 
 
-def n_features(kind: str, m_bins: int, n_bands: int) -> int:
-    """How many features image_features gives for images of ``m_bins`` masses: F of its
-    (N, F) output, the derivatized flag included."""
+def n_features(kind: str, m_bins: int, n_bands: int, t_bins: int | None = None) -> int:
+    """How many features image_features gives for images of ``m_bins`` masses (and, for
+    ion_time_stats, ``t_bins`` time bins): F of its (N, F) output, the derivatized flag included."""
     if kind not in FEATURE_KINDS:
         raise ValueError(f"kind must be one of {FEATURE_KINDS}, got {kind!r}")
     if kind == "mass_stats":
         return m_bins * len(MASS_STATS) + n_bands + 1
+    if kind == "ion_time_stats":
+        if t_bins is None:
+            raise ValueError("ion_time_stats features need the number of time bins (t_bins)")
+        return m_bins * len(ROW_STATS) + t_bins * len(COLUMN_STATS) + 1
     per_mass = n_bands if kind == "benchmark" else 2 * n_bands + 1
     return m_bins * per_mass + 1
 
@@ -52,6 +62,14 @@ def image_features(images: np.ndarray, derivatized: np.ndarray, *, kind: str = "
       "bands". m * 5 + n_bands features: m<mass>_log_mean, m<mass>_log_std, m<mass>_skew,
       m<mass>_log_max, m<mass>_peak_time (mass-major), then tic_b<k>. Not all non-negative:
       only for learners that take features as they are (mlp, lightgbm).
+    - "ion_time_stats": the statistics of the 3rd place's dense network (lib.data.third_place)
+      on the cached image, on a log scale: v = log10(1 + image / 1e-6), divided by its 99.8th
+      percentile and clipped at 1 (the 3rd place took sqrt(intensity); the log lifts peaks
+      near the noise floor, which the synthetic folders at the real counts are full of:
+      docs/families.md); per mass row over time the mean, maximum and standard deviation of
+      v, and per time column over masses its mean and standard deviation (the chromatogram's
+      shape). m * 3 + t * 2 features in [0, 1], stat-major: m<mass>_mean..., m<mass>_max...,
+      m<mass>_std..., t<col>_mean..., t<col>_std... ``n_bands`` is not used.
 
     The last feature is ``derivatized`` (0/1). Returns (features (N, F) float32, names (F,)).
     No NaN or inf for any finite input, all-zero rows and images included.
@@ -71,6 +89,8 @@ def image_features(images: np.ndarray, derivatized: np.ndarray, *, kind: str = "
 
     if kind == "mass_stats":
         return _mass_stats(images, flags, starts)
+    if kind == "ion_time_stats":
+        return _ion_time_stats(images, flags)
     if kind == "benchmark":
         grid = images - images.min(axis=2, keepdims=True)
         peak = grid.max(axis=(1, 2), keepdims=True)
@@ -115,3 +135,23 @@ def _mass_stats(images: np.ndarray, flags: np.ndarray, starts: np.ndarray
     features = np.concatenate([features, flags], axis=1).astype(np.float32)
     names = [f"m{mass}_{stat}" for mass in range(m_bins) for stat in MASS_STATS]
     return features, [*names, *(f"tic_b{k}" for k in range(len(starts))), "derivatized"]
+
+
+def _ion_time_stats(images: np.ndarray, flags: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """image_features of kind "ion_time_stats": images (N, m, t) float32, flags (N, 1) ->
+    (features (N, m * 3 + t * 2 + 1), names)."""
+    n, m_bins, t_bins = images.shape
+    parts = []
+    for chunk in range(0, n, 64):
+        values = np.log10(1 + np.clip(images[chunk:chunk + 64], 0, None) / ION_TIME_FLOOR)
+        top = np.percentile(values.reshape(len(values), -1), ION_TIME_PERCENTILE, axis=1)
+        values = np.minimum(values / np.where(top > 0, top, 1)[:, None, None], 1)
+        parts.append(np.concatenate([values.mean(axis=2), values.max(axis=2),
+                                     values.std(axis=2), values.mean(axis=1),
+                                     values.std(axis=1)], axis=1))
+    width = m_bins * len(ROW_STATS) + t_bins * len(COLUMN_STATS)
+    features = np.concatenate(parts, axis=0) if parts else np.zeros((0, width))
+    features = np.concatenate([features, flags], axis=1).astype(np.float32)
+    names = [f"m{mass}_{stat}" for stat in ROW_STATS for mass in range(m_bins)]
+    names += [f"t{col}_{stat}" for stat in COLUMN_STATS for col in range(t_bins)]
+    return features, [*names, "derivatized"]

@@ -3,11 +3,11 @@
 A feature model's logit is a sum of per-feature contributions: the logistic regression's
 coefficient x standardised feature value, LightGBM's own per-feature contributions
 (``pred_contrib``, SHAP values of the trees), the MLP's integrated gradients (the gradient of
-its mean logit along the straight path from the training mean, standardised input 0, to the
-sample's standardised input, x that input; they add up to the logit minus the logit at the
-training mean). lib.data.features computes every feature from one m/z row of the cached image, most
-of them from one time band of it, so each contribution is put back on the cells it was
-computed from:
+its mean logit along the straight path from its input 0 (the training mean of standardised
+features; all-zero features for a network that takes them as they are) to the sample's input,
+x that input; they add up to the logit minus the logit at input 0). lib.data.features computes
+every feature from one m/z row of the cached image, most of them from one time band of it,
+so each contribution is put back on the cells it was computed from:
 
 - a band's maximum on the cell that holds it (the band's argmax in that row); likewise a
   row's maximum (mass_stats ``log_max``);
@@ -16,7 +16,11 @@ computed from:
 - the row's peak time on the row's argmax cell;
 - a band of the total-ion profile (mass_stats ``tic_b<k>``, the image summed over masses) has
   no m/z row of its own: it is spread over the band's cells of every row, in proportion to
-  their intensity (the masses that made the profile);
+  their intensity (the masses that made the profile); likewise a time column's mean and
+  standard deviation over masses (ion_time_stats ``t<col>_mean``, ``t<col>_std``) over that
+  column's cells;
+- ion_time_stats' row statistics like mass_stats': ``m<mass>_max`` on the row's argmax cell,
+  ``m<mass>_mean`` and ``m<mass>_std`` over the row by intensity;
 - a statistic of an empty row or band (all zeros) spread evenly over its cells;
 - the derivatized flag has no m/z row and is left out.
 
@@ -37,6 +41,8 @@ from lib.models.feature_models import FeatureModel, mlp_networks, model_inputs, 
 _NAME = re.compile(r"^m(\d+)_(max|area)_b(\d+)$|^m(\d+)_(peak_time)$")
 _ROW_STAT = re.compile(r"^m(\d+)_(log_mean|log_std|skew|log_max)$")  # mass_stats
 _TIC = re.compile(r"^tic_b(\d+)$")  # mass_stats: a band of the total-ion profile
+_ION = re.compile(r"^m(\d+)_(mean|max|std)$")  # ion_time_stats: a row's statistic
+_COLUMN = re.compile(r"^t(\d+)_(mean|std)$")  # ion_time_stats: a time column's statistic
 IG_STEPS = 32  # integrated gradients of an MLP: midpoints of this many steps along the path
 
 
@@ -47,7 +53,7 @@ def feature_contributions(model: FeatureModel, features: np.ndarray) -> np.ndarr
     (n, 9, F) float64: logistic regression: coef x (log10(feature + 1e-4) - center) / scale;
     LightGBM: pred_contrib without its bias column; MLP: integrated_gradients; a label fitted
     as a constant: zeros. The logit is the sum over F plus a per-label offset (intercept,
-    LightGBM's expected value, or the MLP's logit at the training mean; for the MLP up to the
+    LightGBM's expected value, or the MLP's logit at input 0; for the MLP up to the
     error of IG_STEPS steps).
     """
     features = np.asarray(features)
@@ -66,8 +72,8 @@ def feature_contributions(model: FeatureModel, features: np.ndarray) -> np.ndarr
 
 def integrated_gradients(model: FeatureModel, inputs: np.ndarray,
                          steps: int = IG_STEPS) -> np.ndarray:
-    """Integrated gradients of an MLP FeatureModel's mean logit, from the baseline 0 (the
-    training mean of the standardised inputs).
+    """Integrated gradients of an MLP FeatureModel's mean logit, from the baseline input 0
+    (the training mean of standardised inputs; all-zero features when not standardised).
 
     inputs: (n, F) standardised (model_inputs). Returns (n, 9, F) float64: per label, the mean
     gradient at the midpoints (k + 0.5) / steps of the path, times the input."""
@@ -88,7 +94,7 @@ def contribution_method(learner: str) -> str:
     """How feature_contributions attributes a ``learner``'s logit, in words (for reports)."""
     return {"logistic": "coefficient x standardised feature value",
             "lightgbm": "LightGBM pred_contrib",
-            "mlp": f"integrated gradients ({IG_STEPS} steps from the training mean)"}[learner]
+            "mlp": f"integrated gradients ({IG_STEPS} steps from input 0)"}[learner]
 
 
 def contributions_to_grid(contributions: np.ndarray, names: list[str], image: np.ndarray,
@@ -110,19 +116,20 @@ def contributions_to_grid(contributions: np.ndarray, names: list[str], image: np
     edges = np.round(np.arange(n_bands + 1) * t_bins / n_bands).astype(int)
     grid = np.zeros((len(contributions), m_bins, t_bins))
     for f, name in enumerate(names):
-        tic = _TIC.match(name)
-        if tic:  # every row's cells of the band, by intensity
-            lo, hi = edges[int(tic.group(1))], edges[int(tic.group(1)) + 1]
+        tic, column = _TIC.match(name), _COLUMN.match(name)
+        if tic or column:  # every row's cells of the band or column, by intensity
+            lo = edges[int(tic.group(1))] if tic else int(column.group(1))
+            hi = edges[int(tic.group(1)) + 1] if tic else lo + 1
             cells = image[:, lo:hi].astype(np.float64)
             total = cells.sum()
             weights = cells / total if total > 0 else np.full(cells.shape, 1 / cells.size)
             grid[:, :, lo:hi] += contributions[:, f, None, None] * weights[None]
             continue
-        row_stat = _ROW_STAT.match(name)
+        row_stat = _ROW_STAT.match(name) or _ION.match(name)
         match = _NAME.match(name)
         if row_stat:  # the whole row: its maximum on the argmax cell, the rest by intensity
             mass, lo, hi = int(row_stat.group(1)), 0, t_bins
-            stat = "max" if row_stat.group(2) == "log_max" else "area"
+            stat = "max" if row_stat.group(2) in ("log_max", "max") else "area"
         elif match is None:  # derivatized: no m/z row
             continue
         elif match.group(5):  # peak time: the row's argmax

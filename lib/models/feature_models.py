@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 from lib.core.logits import to_logits
 from lib.core.schema import N_LABELS
 from lib.models.feature_settings import NON_NEGATIVE_KINDS, FeatureSettings
-from lib.models.mlp import build_mlp, network_seed, torch_threads, train_mlp
+from lib.models.mlp import load_network, network_seed, torch_threads, train_mlp
 
 LOG_FLOOR = 1e-4  # the logistic regression sees log10(feature + LOG_FLOOR), standardised
 
@@ -34,13 +34,15 @@ class FeatureModel:
     """A fitted model. LightGBM and logistic: one entry per label in ``per_label`` (9), each
     {"constant": logit} (the label had one class in training), {"lightgbm": model text} or
     {"coef": (F,) list, "intercept": float}. MLP: ``per_label`` is empty, ``architecture`` is
-    {"hidden": [widths], "activation": name, "log_inputs": bool} and ``networks`` holds one
+    {"hidden": [widths], "activation": name, "log_inputs": bool, "norm": "layer" or "batch"
+    (absent in files written before it: "layer")} and ``networks`` holds one
     state dict per seed ({parameter name: float32 array}, see mlp_shapes); its logit is their
     mean. ``center``/``scale`` (F,): the standardisation of the learner's inputs (logistic:
     log10(features + 1e-4); MLP: the same when log_inputs, which it is for the non-negative
     kinds bands and benchmark, else the features themselves: mass_stats are log-scaled
-    already). ``config``: what the features were
-    (kind, n_bands, m_bins, t_bins, ...), for predicting new images the same way."""
+    already); center 0 and scale 1 when the settings say not to standardise. ``config``: what
+    the features were (kind, n_bands, m_bins, t_bins, ...), for predicting new images the same
+    way."""
 
     learner: str
     config: dict
@@ -75,13 +77,8 @@ def mlp_networks(model: FeatureModel) -> list[torch.nn.Sequential]:
     model's), built from its state dicts on the first call and kept on the model (06's
     occlusion predicts with one model hundreds of times)."""
     if model.modules is None:
-        model.modules = []
-        for state in model.networks:
-            net = build_mlp(len(model.center), model.architecture["hidden"],
-                            model.architecture["activation"])
-            net.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32))
-                                 for k, v in state.items()})
-            model.modules.append(net.eval())
+        model.modules = [load_network(state, len(model.center), model.architecture)
+                         for state in model.networks]
     return model.modules
 
 
@@ -148,17 +145,21 @@ def fit_feature_model(features: np.ndarray, labels: np.ndarray, settings: Featur
 
 def _fit_mlp(features: np.ndarray, labels: np.ndarray, settings: FeatureSettings, *, seed: int,
              config: dict | None) -> FeatureModel:
-    """fit_feature_model for the MLP: standardise, then n_seeds networks (train_mlp)."""
+    """fit_feature_model for the MLP: standardise (or not: center 0, scale 1), then n_seeds
+    networks (train_mlp)."""
     log_inputs = settings.features in NON_NEGATIVE_KINDS
     values = mlp_values(features, log_inputs)
-    center, scale = standardisation(values)
+    if settings.standardise:
+        center, scale = standardisation(values)
+    else:
+        center, scale = np.zeros(values.shape[1]), np.ones(values.shape[1])
     inputs = torch.from_numpy(standardise(values, center, scale))
     targets = torch.from_numpy(labels.astype(np.float32))
     with torch_threads(settings.threads):
         networks = [train_mlp(inputs, targets, settings, seed=network_seed(seed, k))
                     for k in range(settings.n_seeds)]
     architecture = dict(hidden=list(settings.hidden), activation=settings.activation,
-                        log_inputs=log_inputs)
+                        log_inputs=log_inputs, norm=settings.norm)
     return FeatureModel("mlp", dict(config or {}), [], center, scale, architecture, networks)
 
 

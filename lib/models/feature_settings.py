@@ -13,6 +13,8 @@ from lib.core.families import LEARNERS
 from lib.data.features import FEATURE_KINDS
 
 ACTIVATIONS = ("gelu", "relu")
+NORMS = ("layer", "batch")  # the MLP's normalisation after each hidden Linear (lib.models.mlp)
+OPTIMIZERS = ("adamw", "sgd")
 # What each numeric setting must be (lib.core.checks.check_number): checked when the settings
 # are made, so that 03b and a sweep refuse a value (also "abc", inf or nan) naming it.
 NUMBER_BOUNDS = {
@@ -33,9 +35,12 @@ class FeatureSettings:
     names; ``C`` is the logistic regression's inverse L2 strength (on standardised features);
     the MLP's are ``hidden`` (widths of its hidden layers), ``activation``, ``dropout``,
     ``mlp_epochs`` (a fixed number: nothing looks at the OOF fold), ``mlp_lr`` and
-    ``mlp_weight_decay`` (AdamW, cosine decay to 0 over the epochs), ``mlp_batch_size`` and
-    ``n_seeds`` (networks of different seeds averaged, logit mean). ValueError naming the
-    parameter for a value that cannot work."""
+    ``mlp_weight_decay`` (cosine decay to 0 over the epochs), ``mlp_batch_size``, ``n_seeds``
+    (networks of different seeds averaged, logit mean), ``norm`` (after each hidden Linear:
+    "layer" norm, or "batch" norm after the activation as in the 3rd place's network),
+    ``optimizer`` ("adamw", or "sgd" with momentum 0.9) and ``standardise`` (False: the
+    network takes the features as they are, for kinds bounded in [0, 1]). ValueError naming
+    the parameter for a value that cannot work."""
 
     learner: str = "lightgbm"
     features: str = "bands"  # lib.data.features kind
@@ -56,6 +61,9 @@ class FeatureSettings:
     mlp_weight_decay: float = 0.01
     mlp_batch_size: int = 32
     n_seeds: int = 1
+    norm: str = "layer"
+    optimizer: str = "adamw"
+    standardise: bool = True
     threads: int = 0  # LightGBM, BLAS and torch threads (0: the libraries' defaults)
 
     def __post_init__(self):
@@ -76,6 +84,12 @@ class FeatureSettings:
         object.__setattr__(self, "hidden", tuple(int(h) for h in hidden))
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not isinstance(self.standardise, bool):
+            raise ValueError(f"standardise must be true or false, got {self.standardise!r}")
 
 
 def feature_settings(parameters: dict) -> FeatureSettings:

@@ -15,7 +15,7 @@ from lib.core.files import atomic_write_text
 from lib.core.schema import LABELS, N_LABELS
 from lib.data.features import n_features
 from lib.models.feature_models import FeatureModel
-from lib.models.feature_settings import ACTIVATIONS, LEARNERS
+from lib.models.feature_settings import ACTIVATIONS, LEARNERS, NORMS
 from lib.models.mlp import mlp_shapes
 
 FORMAT = "mars-gcms feature model v1"
@@ -68,11 +68,12 @@ def check_model_payload(payload) -> str | None:
     of LEARNERS, the config's if it names one); one entry per label (9, and the labels LABELS
     when the file lists them), each of the learner's kind ({"constant"} or {"coef",
     "intercept"} / {"lightgbm"}) with finite numbers; an MLP instead has no entries, an
-    architecture (hidden widths >= 1, an activation of ACTIVATIONS) and at least one network,
-    each with exactly the parameters of mlp_shapes, of those shapes, finite (their base64
-    text decoded); F, the number of features, is the same for the coefficients, the
-    standardisation (center, scale > 0; logistic and MLP), LightGBM's max_feature_idx + 1,
-    the config's feature_names and what its features / m_bins / n_bands give
+    architecture (hidden widths >= 1, an activation of ACTIVATIONS, a norm of NORMS) and at
+    least one network, each with exactly the parameters of mlp_shapes, of those shapes,
+    finite (their base64 text decoded); F, the number of features, is the same for the
+    coefficients, the standardisation (center, scale > 0; logistic and MLP), LightGBM's
+    max_feature_idx + 1, the config's feature_names and what its features / m_bins / n_bands
+    (/ t_bins) give
     (lib.data.features.n_features)."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         return f"not a feature model file ({FORMAT})"
@@ -116,11 +117,12 @@ def check_model_payload(payload) -> str | None:
         widths[key] = len(values)
     if isinstance(config.get("feature_names"), list):
         widths["config's feature_names"] = len(config["feature_names"])
-    kind, m_bins, n_bands = (config.get(k) for k in ("features", "m_bins", "n_bands"))
+    kind, m_bins, n_bands, t_bins = (config.get(k)
+                                     for k in ("features", "m_bins", "n_bands", "t_bins"))
     if kind is not None or m_bins is not None:
         try:
             widths[f"features {kind!r} of {m_bins} masses x {n_bands} bands"] = n_features(
-                kind, int(m_bins), int(n_bands))
+                kind, int(m_bins), int(n_bands), None if t_bins is None else int(t_bins))
         except (TypeError, ValueError) as error:
             return f"config's features, m_bins, n_bands ({kind!r}, {m_bins!r}, {n_bands!r}) " \
                    f"do not describe features: {error}"
@@ -137,11 +139,14 @@ def _mlp_problem(payload: dict) -> str | None:
     if payload["per_label"] != []:
         return "per_label must be empty for an MLP (its networks give the nine logits)"
     architecture, networks = payload.get("architecture"), payload.get("networks")
-    if not isinstance(architecture, dict) or set(architecture) != {
+    if not isinstance(architecture, dict) or set(architecture) - {"norm"} != {
             "hidden", "activation", "log_inputs"}:
-        return "architecture must be a mapping of hidden, activation and log_inputs"
+        return "architecture must be a mapping of hidden, activation, log_inputs (and norm)"
     if not isinstance(architecture["log_inputs"], bool):
         return "architecture's log_inputs is not true or false"
+    norm = architecture.get("norm", "layer")
+    if norm not in NORMS:
+        return f"architecture's norm {norm!r} is not one of {NORMS}"
     hidden = architecture["hidden"]
     if not (isinstance(hidden, list) and hidden and all(
             isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden)):
@@ -153,7 +158,7 @@ def _mlp_problem(payload: dict) -> str | None:
         return "networks must be a non-empty list"
     if not isinstance(payload["center"], list):
         return "center is not a list of finite numbers"
-    expected = mlp_shapes(len(payload["center"]), hidden)
+    expected = mlp_shapes(len(payload["center"]), hidden, norm)
     for k, state in enumerate(networks):
         if not isinstance(state, dict) or set(state) != set(expected):
             got = sorted(state) if isinstance(state, dict) else type(state).__name__

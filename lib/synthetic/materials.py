@@ -18,10 +18,8 @@ from lib.synthetic.chemistry import (
 )
 
 # Difficulty knobs, set by scripts/calibrate_synthetic.py (benchmark CV loss ~0.18 on `small`).
-P_WEAK = 0.08  # chance that a positive label shows only near the noise floor
 
 
-CONFUSER_RATE = 0.1  # chance that a negative label's ions appear as a contaminant trace
 
 
 DISTRACTOR_MEAN = 3.0  # mean number of unlabeled peaks of generic ions per run
@@ -206,8 +204,9 @@ def _label_height(rng: np.random.Generator, weak: bool) -> float:
 
 
 def _label_signals(rng: np.random.Generator, labels: np.ndarray, derivatized: bool,
-                   kind: str) -> list[Signal]:
-    """Signals of the positive labels, some of them weak (near the noise floor)."""
+                   kind: str, p_weak: float) -> list[Signal]:
+    """Signals of the positive labels, each label weak (near the noise floor) with chance
+    ``p_weak``."""
     acid_and_nitrogen = labels[LABELS.index("carboxylic_acid")] and labels[
         LABELS.index("nitrogen_bearing_compound")]
     amino_acids = bool(derivatized and acid_and_nitrogen and rng.random() < P_AMINO_ACID)
@@ -215,7 +214,7 @@ def _label_signals(rng: np.random.Generator, labels: np.ndarray, derivatized: bo
     for j, label in enumerate(LABELS):
         if not labels[j]:
             continue
-        weak = rng.random() < P_WEAK
+        weak = rng.random() < p_weak
         if label == "mineral":
             # evolved gases come in bulk: strong releases are the largest signals of all
             boost = 1.0 if weak else MINERAL_BOOST
@@ -231,11 +230,13 @@ def _label_signals(rng: np.random.Generator, labels: np.ndarray, derivatized: bo
     return signals
 
 
-def _confuser_signals(rng: np.random.Generator, labels: np.ndarray) -> list[Signal]:
-    """Contaminant traces of NEGATIVE labels' ions, so a label's ions alone do not prove it."""
+def _confuser_signals(rng: np.random.Generator, labels: np.ndarray,
+                      rate: float) -> list[Signal]:
+    """Contaminant traces of NEGATIVE labels' ions (each with chance ``rate``), so a label's
+    ions alone do not prove it."""
     signals = []
     for j, label in enumerate(LABELS):
-        if labels[j] or rng.random() >= CONFUSER_RATE:
+        if labels[j] or rng.random() >= rate:
             continue
         height = log_uniform(rng, *TRACE_AMPLITUDE_X_NOISE)
         if label == "mineral":
@@ -262,13 +263,16 @@ def distractor_signals(rng: np.random.Generator, mean: float) -> list[Signal]:
     return signals
 
 
-def draw_material(rng: np.random.Generator, labels: np.ndarray, derivatized: bool) -> Material:
-    """A physical sample: its method, mass sweep, label signals, contaminants."""
+def draw_material(rng: np.random.Generator, labels: np.ndarray, derivatized: bool, *,
+                  p_weak: float, confuser_rate: float) -> Material:
+    """A physical sample: its method, mass sweep, label signals (weak with chance ``p_weak``),
+    contaminants (negative labels' traces with chance ``confuser_rate``)."""
     kind = _run_kind(rng, labels, derivatized)
     first_mass = int(rng.choice(_SWEEP_STARTS, p=_SWEEP_START_P[kind])) + int(rng.integers(0, 2))
     # the temperature ramp, bent through random knots: unknown and different per material
     ramp = np.concatenate([[0.0], np.cumsum(rng.gamma(WARP_SHAPE, size=6))])
     ramp_scale = rng.uniform(1 - RAMP_SPREAD, 1 + RAMP_SPREAD)
-    signals = (_label_signals(rng, labels, derivatized, kind) + _confuser_signals(rng, labels)
+    signals = (_label_signals(rng, labels, derivatized, kind, p_weak)
+               + _confuser_signals(rng, labels, confuser_rate)
                + distractor_signals(rng, DISTRACTOR_MEAN / 2))
     return Material(kind, first_mass, tuple(ramp / ramp[-1]), ramp_scale, tuple(signals))

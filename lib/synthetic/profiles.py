@@ -10,6 +10,15 @@ from lib.core.schema import SPLITS
 # Strength of the train-to-test shift every profile gets by default (0: an i.i.d. test split),
 # calibrated with scripts/calibrate_synthetic.py on `small` (docs/synthetic-data.md).
 DEFAULT_SHIFT = 1.75
+# How often a positive label shows only near the noise floor, and how often a negative label's
+# ions appear as a contaminant trace (lib.synthetic.materials): the defaults are small's
+# calibration; the profiles at the real counts are made harder (docs/synthetic-data.md).
+DEFAULT_P_WEAK = 0.08
+DEFAULT_CONFUSER_RATE = 0.1
+# medium and full: calibrated on medium at the real counts (scripts/calibrate_synthetic.py
+# --with-val, seeds 7-10): the benchmark's OOF loss near the real 0.177, test / OOF near 1.3
+REAL_COUNTS_P_WEAK = 0.29
+REAL_COUNTS_SHIFT = 0.75
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,8 @@ class Profile:
         images (real runs have 4+ scans per bin). 0: the same interval for every run.
     shift: strength of the train-to-test shift (lib.synthetic.simulate.shifted_instrument,
         lib.synthetic.samples.sample_table); the generator's --shift overrides it.
+    p_weak: chance that a positive label shows only near the noise floor (in [0, 1]).
+    confuser_rate: chance that a negative label's ions appear as a contaminant trace ([0, 1]).
     """
 
     n_train: int
@@ -36,6 +47,8 @@ class Profile:
     min_peak_sigma_scans: float = 0.7
     min_scans: int = 0
     shift: float = DEFAULT_SHIFT
+    p_weak: float = DEFAULT_P_WEAK
+    confuser_rate: float = DEFAULT_CONFUSER_RATE
 
     @property
     def split_sizes(self) -> dict[str, int]:
@@ -49,11 +62,13 @@ PROFILES: dict[str, Profile] = {
     # CPU demo: coarse scans (at least 240 per run) and masses to 300: about 650 MB
     "small": Profile(n_train=240, n_val=80, n_test=80, scan_interval_min=0.2, max_mass=300,
                      min_scans=240),
-    # real counts at small's resolution (scans, masses to 300): about 2.6 GB
+    # real counts at small's resolution (scans, masses to 300): about 2.6 GB; harder and less
+    # shifted than small, calibrated at the real counts (docs/synthetic-data.md)
     "medium": Profile(n_train=809, n_val=312, n_test=463, scan_interval_min=0.2, max_mass=300,
-                      min_scans=240),
-    # real counts, scan rate and mass range: 175k-1M rows per run
-    "full": Profile(n_train=809, n_val=312, n_test=463, scan_interval_min=0.02, max_mass=535),
+                      min_scans=240, shift=REAL_COUNTS_SHIFT, p_weak=REAL_COUNTS_P_WEAK),
+    # real counts, scan rate and mass range: 175k-1M rows per run (medium's calibration)
+    "full": Profile(n_train=809, n_val=312, n_test=463, scan_interval_min=0.02, max_mass=535,
+                    shift=REAL_COUNTS_SHIFT, p_weak=REAL_COUNTS_P_WEAK),
 }
 
 
@@ -90,6 +105,11 @@ def check_profile(profile: Profile | str) -> Profile:
             and profile.shift >= 0):
         raise ValueError(f"profile shift must be a finite number, 0 or more, "
                          f"got {profile.shift!r}")
+    for name in ("p_weak", "confuser_rate"):
+        value = getattr(profile, name)
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and 0 <= value <= 1):
+            raise ValueError(f"profile {name} must be a number in [0, 1], got {value!r}")
     return profile
 
 

@@ -305,7 +305,8 @@ def simulate_run_with_truth(
     """
     profile = get_profile(profile)
     labels = np.asarray(labels).astype(bool)
-    material = draw_material(material_rng or rng, labels, derivatized)
+    material = draw_material(material_rng or rng, labels, derivatized, p_weak=profile.p_weak,
+                             confuser_rate=profile.confuser_rate)
     instrument = instrument or Instrument()
     canvas = _make_canvas(rng, material, profile, instrument)
     noise = log_uniform(rng, 5e2, 4e3) * instrument.noise_scale
