@@ -272,6 +272,63 @@ def test_demo_results_names_a_missing_selection(tmp_path, monkeypatch, capsys):
     assert not out.exists()
 
 
+# ---- scripts/compare_baselines.py ----------------------------------------------------------
+
+THIRD = "3rd place's dense network"
+REAL_COUNTS = dict(
+    SELECTION, models=["feat/ion/seed0", "feat/lr/seed0"],
+    comparison={**SELECTION["comparison"], THIRD: 0.0600},
+    test={**SELECTION["test"], THIRD: 0.0700}, best_single_model="feat/ion/seed0",
+    baseline_seconds={THIRD: 321.04},
+    model_losses={"feat/lr/seed0": {"OOF": 0.07, "test": 0.08},
+                  "feat/ion/seed0": {"OOF": 0.055, "test": 0.060}},
+    intervals={f"ensemble (chosen) - {THIRD}": {
+        "OOF": {"difference": -0.007, "low": -0.01, "high": -0.004},
+        "test": {"difference": -0.0278, "low": -0.04, "high": -0.015}}})
+
+
+def compare(tmp_path, monkeypatch, *args: str) -> int:
+    module = script("compare_baselines")
+    monkeypatch.setattr(module, "describe_machine", lambda: dict(MACHINE))
+    return module.main(list(args))
+
+
+def test_compare_baselines_writes_every_predictor_and_interval(tmp_path, monkeypatch):
+    runs = tmp_path / "runs" / "medium_s12"
+    write(runs / "ensembles" / "real_counts" / "selection.json", REAL_COUNTS)
+    for fold, seconds in enumerate((10.0, 12.5)):
+        write(runs / "feat" / "ion" / f"fold{fold}_seed0" / "metrics.json",
+              {"fit_seconds": seconds})
+    write(tmp_path / "data" / "synthetic.json", {"profile": "medium", "seed": 12, "shift": 0.75})
+    out = tmp_path / "benchmarks" / "real_counts_medium.json"
+    assert compare(tmp_path, monkeypatch, "--ensemble-dir", str(runs / "ensembles" / "real_counts"),
+                   "--runs-dir", str(runs), "--data-dir", str(tmp_path / "data"),
+                   "--json", str(out)) == 0
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "real_counts" and result["machine"]["cpu"] == "Test CPU 9000"
+    figures = result["figures"]
+    assert (figures["dataset"], figures["profile"], figures["seed"]) == ("medium_s12", "medium", 12)
+    rows = {row["predictor"]: row for row in figures["losses"]}
+    assert [r["predictor"] for r in figures["losses"][:2]] == ["feat/ion/seed0", "feat/lr/seed0"]
+    assert rows["feat/ion/seed0"]["fit_s"] == 22.5 and rows["feat/lr/seed0"]["fit_s"] is None
+    assert rows[THIRD] == dict(predictor=THIRD, kind="baseline", oof_loss=0.06, test_loss=0.07,
+                               fit_s=321.0)
+    assert rows["ensemble (chosen): feat/ion/seed0 + feat/lr/seed0"]["test_loss"] == 0.0422
+    assert {(i["split"], i["high"]) for i in figures["intervals_95"]} == {("OOF", -0.004),
+                                                                         ("test", -0.015)}
+    assert render(tmp_path)[0] == 0
+
+
+def test_compare_baselines_names_an_old_selection(tmp_path, monkeypatch, capsys):
+    ensemble = tmp_path / "ensemble"
+    write(ensemble / "selection.json", SELECTION)  # no model_losses nor intervals
+    assert compare(tmp_path, monkeypatch, "--ensemble-dir", str(ensemble), "--runs-dir",
+                   str(tmp_path), "--json", str(tmp_path / "out.json")) == 2
+    error = capsys.readouterr().err
+    assert f"{ensemble / 'selection.json'}: missing model_losses, intervals" in error
+    assert not (tmp_path / "out.json").exists()
+
+
 # ---- the benchmark scripts' JSON -----------------------------------------------------------
 
 def test_a_result_document_has_every_key_and_the_load_at_both_ends(tmp_path):

@@ -8,7 +8,9 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
+from lib.core.paths import REPO_ROOT
 from lib.core.schema import N_LABELS
 from lib.data.features import ION_TIME_FLOOR, image_features, n_features
 from lib.explain.features import contributions_to_grid
@@ -16,6 +18,7 @@ from lib.models.feature_models import fit_feature_model, predict_feature_logits
 from lib.models.feature_settings import FeatureSettings
 from lib.models.mlp import build_mlp, mlp_shapes
 from lib.models.model_file import ModelFileError, load_feature_model, save_feature_model
+from lib.runs.plans import PlanError, check_parameters, check_runs, expand_plan, load_plan
 
 BATCH_NET = dict(learner="mlp", features="ion_time_stats", hidden=[16, 8], activation="relu",
                  dropout=0.0, norm="batch", optimizer="sgd", standardise=False, mlp_epochs=40,
@@ -124,3 +127,29 @@ def test_time_column_contributions_go_on_the_column_by_intensity():
     assert grid[1, 0] == pytest.approx(2.0)  # the row's maximum on its argmax cell
     assert grid[0, 2] == pytest.approx(3.0) and grid[2, 2] == pytest.approx(1.0)
     assert grid.sum() == pytest.approx(6.0)  # derivatized has no cell
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"norm": "group"}, "norm must be one of"),
+    ({"standardise": "no"}, "standardise must be true or false"),
+    ({"features": "ion_stats"}, "features must be one of"),
+])
+def test_a_plan_with_a_bad_network_setting_stops_naming_the_file(tmp_path, change, message):
+    params = yaml.safe_load((REPO_ROOT / "params" / "features_ion_time.yaml").read_text())
+    bad = tmp_path / "bad_ion_time.yaml"
+    bad.write_text(yaml.safe_dump({**params, **change}))
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(dict(name="p", folds=[0], runs=[dict(
+        params=str(bad), backbone="mlp", seed=0, notebook="03b_train_features.ipynb")])))
+    specs = expand_plan(load_plan(plan), folds=[0])
+    with pytest.raises(PlanError, match=rf"{bad}, run features_ion_time/mlp/fold0_seed0: "
+                                        rf"{message}"):
+        check_runs(specs, {})
+
+
+def test_the_ion_time_params_file_is_a_valid_plan_entry():
+    plan = load_plan(REPO_ROOT / "params" / "plans" / "real_counts.yaml")
+    specs = expand_plan(plan, folds=[0])
+    check_parameters(specs, {})
+    check_runs(specs, {})
+    assert "features_ion_time/mlp/fold0_seed0" in [s.label for s in specs]

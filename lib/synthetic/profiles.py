@@ -85,9 +85,10 @@ def check_profile(profile: Profile | str) -> Profile:
     """The Profile of a name of PROFILES, or ``profile`` itself once its fields are checked;
     ValueError naming the unknown name or the field and its allowed values."""
     if not isinstance(profile, Profile):
-        if profile not in PROFILES:
-            raise ValueError(f"unknown profile {profile!r}; known: {sorted(PROFILES)}")
-        return PROFILES[profile]
+        try:
+            return get_profile(profile)
+        except KeyError as error:
+            raise ValueError(error.args[0]) from None
     counts = {f.name: getattr(profile, f.name) for f in fields(Profile)
               if f.name in ("n_train", "n_val", "n_test", "max_mass", "min_scans")}
     for name, value in counts.items():
