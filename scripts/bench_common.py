@@ -141,3 +141,18 @@ def write_result(path: Path, benchmark: str, figures: dict, machine: dict, date:
     document = dict(benchmark=benchmark, command=command or command_line(), date=date,
                     machine=dict(machine, load_avg_end=load_average()), figures=figures)
     return write_json(path, document)
+
+
+def read_json_object(path: Path, error: type[Exception] = ValueError,
+                     missing: str = "not found") -> dict:
+    """The JSON object in ``path``; ``error`` naming the file when it is absent (``missing``
+    says why it might be), unreadable, not JSON or not an object."""
+    if not path.is_file():
+        raise error(f"{path}: {missing}")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as problem:
+        raise error(f"{path}: cannot be read as JSON: {problem}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: holds {type(data).__name__}, not a JSON object")
+    return data

@@ -27,11 +27,17 @@ naming the file, on missing or bad input.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from bench_common import add_json_option, default_json, describe_machine, utc_now, write_result
+from bench_common import (
+    add_json_option,
+    default_json,
+    describe_machine,
+    read_json_object,
+    utc_now,
+    write_result,
+)
 
 ENSEMBLE, BEST = "ensemble (chosen)", "best single model"
 
@@ -43,17 +49,9 @@ class CompareError(ValueError):
 def read_json(path: Path, required: bool = True) -> dict | None:
     """The JSON object in ``path`` (None when absent and not ``required``); CompareError
     naming it when it is required and absent, or unreadable."""
-    if not path.is_file():
-        if required:
-            raise CompareError(f"{path}: not found (has 05_ensemble finished?)")
+    if not required and not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CompareError(f"{path}: cannot be read as JSON: {error}") from None
-    if not isinstance(data, dict):
-        raise CompareError(f"{path}: holds {type(data).__name__}, not a JSON object")
-    return data
+    return read_json_object(path, CompareError, "not found (has 05_ensemble finished?)")
 
 
 def fit_seconds(runs_dir: Path, model: str) -> float | None:

@@ -33,7 +33,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench_common import default_json, describe_machine, utc_now, write_result
+from bench_common import default_json, describe_machine, read_json_object, utc_now, write_result
 
 NOTEBOOK_STAGES = ("01_eda", "02_preprocess", "05_ensemble", "06_explain")
 BEST_SINGLE = "best single model"
@@ -46,15 +46,7 @@ class DemoResultsError(ValueError):
 
 def read_json(path: Path) -> dict:
     """The JSON object in ``path``; DemoResultsError naming it when absent or unreadable."""
-    if not path.is_file():
-        raise DemoResultsError(f"{path}: not found (has `make demo` finished?)")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DemoResultsError(f"{path}: cannot be read as JSON: {error}") from None
-    if not isinstance(data, dict):
-        raise DemoResultsError(f"{path}: holds {type(data).__name__}, not a JSON object")
-    return data
+    return read_json_object(path, DemoResultsError, "not found (has `make demo` finished?)")
 
 
 def losses(selection: dict, path: Path, best_name: str | None) -> list[dict]:
