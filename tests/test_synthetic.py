@@ -39,6 +39,7 @@ from lib.synthetic import (
     simulate_run_with_truth,
     write_truth,
 )
+from lib.synthetic.folder import NotEnoughSpaceError, estimated_bytes
 
 TINY = PROFILES["tiny"]
 N_TINY = TINY.n_train + TINY.n_val + TINY.n_test
@@ -587,3 +588,14 @@ def test_shifted_instrument_factors_grow_with_the_strength():
     assert 1 < weak.noise_scale < strong.noise_scale and 1 < weak.background_scale
     with pytest.raises(ValueError, match="shift strength must be 0 or more"):
         shifted_instrument(np.random.default_rng(0), -1.0)
+
+
+def test_a_folder_the_disk_cannot_hold_is_refused_before_writing(tmp_path):
+    huge = dataclasses.replace(PROFILES["tiny"], n_train=10**9)
+    with pytest.raises(NotEnoughSpaceError, match=rf"{tmp_path / 'huge'}: the folder needs "
+                                                  r"about [\d.]+ GB and its disk has"):
+        generate(tmp_path / "huge", huge, seed=0)
+    assert list(tmp_path.iterdir()) == []  # nothing written, no partial folder
+    # the estimate against what small's 400 runs took on disk (0.75 GB, measured 2026-12-06)
+    small = PROFILES["small"]
+    assert estimated_bytes(small, 400) == pytest.approx(0.75e9, rel=0.1)
