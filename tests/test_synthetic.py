@@ -39,7 +39,7 @@ from lib.synthetic import (
     simulate_run_with_truth,
     write_truth,
 )
-from lib.synthetic.folder import NotEnoughSpaceError, estimated_bytes
+from lib.synthetic.space import NotEnoughSpaceError, estimated_bytes
 
 TINY = PROFILES["tiny"]
 N_TINY = TINY.n_train + TINY.n_val + TINY.n_test

@@ -17,12 +17,14 @@ hidden answers that only scoring reads: ``truth.csv``, which ions every signal p
 
 Parts: ``profiles`` (folder sizes), ``samples`` (labels, derivatization, materials),
 ``chemistry`` (spectra tables), ``materials`` (what a sample is made of), ``simulate`` (one
-run and its truth), ``folder`` (writing), ``truth`` (the truth file's format and reader).
+run and its truth), ``folder`` (writing), ``space`` (the disk a folder needs), ``cli`` (the
+command line), ``truth`` (the truth file's format and reader).
 May import lib.core only.
 
 Usage: ``python -m lib.synthetic OUT_DIR --profile small --seed 0 [--shift S] [--limit N]``.
 """
 
+from lib.synthetic.cli import main
 from lib.synthetic.folder import (
     MARKER,
     MAX_SHIFT,
@@ -31,7 +33,6 @@ from lib.synthetic.folder import (
     format_run_csv,
     generate,
     generator_settings,
-    main,
     sample_tasks,
     simulate_sample,
     write_truth,

@@ -1,5 +1,5 @@
 """``python -m lib.synthetic OUT_DIR --profile small --seed 0``: see lib.synthetic.folder."""
 
-from lib.synthetic.folder import main
+from lib.synthetic.cli import main
 
 main()

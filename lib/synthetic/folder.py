@@ -1,15 +1,15 @@
 """Writing a synthetic folder: runs as competition-format CSVs, labels, metadata, and the hidden
 answers truth.csv and test_labels.csv.
 
-Usage: ``python -m lib.synthetic OUT_DIR --profile small --seed 0 [--shift S] [--limit N]
-[--workers W] [--force]``; ``--truth-only`` adds truth.csv and test_labels.csv to a folder
-written before they existed (same profile and seed). An existing folder is only reused (made
-with the same settings) or, with ``--force``, replaced whole; see generate.
+The command line (lib.synthetic.cli): ``python -m lib.synthetic OUT_DIR --profile small
+--seed 0 [--shift S] [--limit N] [--workers W] [--force]``; ``--truth-only`` adds truth.csv
+and test_labels.csv to a folder written before they existed (same profile and seed). An
+existing folder is only reused (made with the same settings) or, with ``--force``, replaced
+whole; see generate.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -23,10 +23,10 @@ import pandas as pd
 
 from lib.core.files import atomic_path, atomic_write_csv, current_umask
 from lib.core.schema import LABELS, METADATA_COLUMNS, SAMPLE_COLUMNS, SPLITS
-from lib.synthetic.materials import RUN_WINDOWS
-from lib.synthetic.profiles import PROFILES, Profile, check_profile, profile_key
+from lib.synthetic.profiles import Profile, check_profile, profile_key
 from lib.synthetic.samples import sample_table
 from lib.synthetic.simulate import shifted_instrument, simulate_run_with_truth
+from lib.synthetic.space import check_space
 from lib.synthetic.truth import TRUTH_COLUMNS, TRUTH_FILE
 
 MARKER = "synthetic.json"  # what the generator made this folder with (profile, seed, limit, shift)
@@ -164,39 +164,6 @@ def _write_truth(out: Path, parts: list[pd.DataFrame]) -> Path:
     truth = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
         columns=list(TRUTH_COLUMNS))
     return atomic_write_csv(truth[list(TRUTH_COLUMNS)], out / TRUTH_FILE, lineterminator="\n")
-
-
-# estimated_bytes: a run's CSV takes about this many bytes per row (time,mass,intensity with
-# 6-decimal time and mass; measured on small and medium, 2026-12-06: 24-25)
-BYTES_PER_ROW = 25
-
-
-def estimated_bytes(profile: Profile, n_samples: int) -> int:
-    """About how many bytes ``n_samples`` runs of ``profile`` take on disk: each run as long
-    as the mean of the methods' recording windows (lib.synthetic.materials.RUN_WINDOWS), at the
-    profile's scan interval (at least min_scans scans), sweeping masses 2..max_mass, at
-    BYTES_PER_ROW bytes a row. Within about 10 % of what small and medium write."""
-    minutes = np.mean([(e_lo + e_hi - s_lo - s_hi) / 2
-                       for (s_lo, s_hi), (e_lo, e_hi) in RUN_WINDOWS.values()])
-    scans = max(minutes / profile.scan_interval_min, profile.min_scans) + 1
-    return int(n_samples * scans * (profile.max_mass - 1) * BYTES_PER_ROW)
-
-
-class NotEnoughSpaceError(OSError):
-    """The disk of a folder to write has less free space than the folder needs (the message
-    names the folder and both sizes)."""
-
-
-def check_space(out: Path, profile: Profile, n_samples: int) -> None:
-    """NotEnoughSpaceError when the disk that will hold ``out`` has less free space than
-    estimated_bytes(profile, n_samples) and a tenth more, before anything is written."""
-    needed = estimated_bytes(profile, n_samples) * 1.1
-    existing = next(p for p in (out, *out.parents) if p.exists())
-    free = shutil.disk_usage(existing).free
-    if free < needed:
-        raise NotEnoughSpaceError(f"{out}: the folder needs about {needed / 1e9:.1f} GB and "
-                                  f"its disk has {free / 1e9:.1f} GB free; free some space or "
-                                  f"write it elsewhere (--limit N writes fewer samples)")
 
 
 class FolderRefusedError(ValueError):
@@ -433,60 +400,3 @@ def write_truth(out_dir: str | os.PathLike, profile: Profile | str = "small", se
                                      f"edited or replaced; no truth written for {out}")
     _write_test_labels(out, table)
     return _write_truth(out, [truth for _, truth in results])
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Command line: write a synthetic folder (or only its truth.csv) and say what was written.
-    Bad settings (and --truth-only on a folder without metadata.csv) exit with status 2, a
-    refused folder with status 1, before anything is written."""
-    parser = argparse.ArgumentParser(prog="python -m lib.synthetic",
-                                     description="Write a synthetic competition-format folder.")
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="small")
-    parser.add_argument("--seed", type=int, default=0, help="a non-negative integer")
-    parser.add_argument("--shift", type=float, default=None,
-                        help=f"strength of the train-to-test shift of the test split, 0 to "
-                             f"{MAX_SHIFT:g} (default: the profile's; 0: an i.i.d. test split)")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="write only the first N samples (N >= 1)")
-    parser.add_argument("--workers", type=int, default=1, help="processes (output is identical)")
-    parser.add_argument("--truth-only", action="store_true",
-                        help="only add truth.csv and test_labels.csv to a folder written earlier "
-                             "with these settings (the shift: the folder's, unless --shift)")
-    parser.add_argument("--force", action="store_true",
-                        help="replace OUT_DIR and everything in it when the generator did not "
-                             "make it with these settings")
-    args = parser.parse_args(argv)
-    try:
-        check_settings(args.profile, args.seed, args.limit, args.workers, args.shift)
-    except ValueError as error:
-        parser.error(str(error))
-    if args.truth_only:
-        if not (args.out_dir / "metadata.csv").is_file():
-            parser.error(f"{args.out_dir}: no metadata.csv; --truth-only adds truth.csv to a "
-                         f"folder the generator wrote earlier (leave it out to write one)")
-        try:
-            path = write_truth(args.out_dir, args.profile, args.seed, args.workers, args.shift)
-        except FolderRefusedError as error:
-            parser.exit(1, f"error: {error}\n")
-        print(f"wrote {path}: {sum(1 for _ in open(path)) - 1} rows, and "
-              f"{path.parent / TEST_LABELS}")
-        return
-    occupied = args.out_dir.is_dir() and any(args.out_dir.iterdir())
-    try:
-        out = generate(args.out_dir, args.profile, args.seed, args.limit, args.workers,
-                       force=args.force, shift=args.shift)
-    except FolderRefusedError as error:
-        parser.exit(1, f"error: {error}\n")
-    except NotEnoughSpaceError as error:
-        parser.exit(2, f"error: {error}\n")
-    metadata = pd.read_csv(out / "metadata.csv")
-    size = sum((out / p).stat().st_size for p in metadata["features_path"])
-    counts = metadata["split"].value_counts().reindex(SPLITS, fill_value=0)
-    truth = f" and {TRUTH_FILE}" if (out / TRUTH_FILE).is_file() else f", no {TRUTH_FILE}"
-    done = ("kept (made earlier with these settings)" if occupied and not args.force
-            else "wrote")
-    shift = generator_settings(out)["shift"]
-    print(f"{done} {out}: profile={args.profile} seed={args.seed} shift={shift:g} "
-          + " ".join(f"{s}={n}" for s, n in counts.items())
-          + f", {size / 1e6:.1f} MB of runs{truth}")
