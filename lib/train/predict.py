@@ -77,13 +77,7 @@ def run_config(run_dir: Path) -> dict:
 def load_run_model(run_dir: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """The best checkpoint of a finished run as an eval-mode model, and its config;
     ModelMismatchError (lib.train.checkpoint) when the folder's model file is not the run's."""
-    run_dir = Path(run_dir)
-    if not is_done(run_dir):
-        raise FileNotFoundError(f"{run_dir}: not a finished run (no DONE file)")
-    path = model_path(run_dir)
-    if path.name != CHECKPOINT:
-        raise ModelMismatchError(f"{path}: the run folder holds a feature model, not a CNN "
-                                 f"checkpoint")
+    path = _finished_model(run_dir, CHECKPOINT)
     state, config = load_checkpoint(path)
     check_model_identity(path, config)
     model = build_model(config["backbone"], config["head"], m_bins=config["m_bins"])
@@ -95,13 +89,7 @@ def load_run_model(run_dir: Path, device: torch.device) -> tuple[torch.nn.Module
 def load_run_feature_model(run_dir: Path) -> FeatureModel:
     """The feature model of a finished run, checked against its run folder
     (ModelMismatchError naming the file and the mismatch, see load_run_model)."""
-    run_dir = Path(run_dir)
-    if not is_done(run_dir):
-        raise FileNotFoundError(f"{run_dir}: not a finished run (no DONE file)")
-    path = model_path(run_dir)
-    if path.name != FEATURE_MODEL:
-        raise ModelMismatchError(f"{path}: the run folder holds a CNN checkpoint, not a "
-                                 f"feature model")
+    path = _finished_model(run_dir, FEATURE_MODEL)
     model = load_feature_model(path)
     check_model_identity(path, model.config)
     return model
@@ -156,3 +144,17 @@ def _check_size(run_dir: Path, config: dict, image_size: tuple) -> None:
     if (config["m_bins"], config["t_bins"]) != tuple(image_size):
         raise ValueError(f"{run_dir}: trained on {config['m_bins']}x{config['t_bins']} "
                          f"images, given {image_size[0]}x{image_size[1]}")
+
+
+def _finished_model(run_dir: Path, wanted: str) -> Path:
+    """The model file of a finished run, which must be ``wanted`` (CHECKPOINT or
+    FEATURE_MODEL): FileNotFoundError without DONE, ModelMismatchError for the other kind."""
+    run_dir = Path(run_dir)
+    if not is_done(run_dir):
+        raise FileNotFoundError(f"{run_dir}: not a finished run (no DONE file)")
+    path = model_path(run_dir)
+    if path.name != wanted:
+        kinds = {CHECKPOINT: "a CNN checkpoint", FEATURE_MODEL: "a feature model"}
+        raise ModelMismatchError(f"{path}: the run folder holds {kinds[path.name]}, not "
+                                 f"{kinds[wanted]}")
+    return path
