@@ -3,13 +3,18 @@
 The cached images are (N, m, t): per sample, intensity summed into integer-m/z x normalised-time
 cells and scaled to a maximum of 1 (method.md section 1). The features are statistics of each
 mass row over time, so no CSV is read again; the whole small folder takes well under a second.
+One kind, "ion_time_csv", is the exception: its statistics come from the sample CSVs at a finer
+resolution (lib.data.third_place.ion_time_csv_cache), so image_features does not make it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-FEATURE_KINDS = ("bands", "benchmark", "mass_stats", "ion_time_stats")
+from lib.data import third_place
+
+FEATURE_KINDS = ("bands", "benchmark", "mass_stats", "ion_time_stats", "ion_time_csv")
+CSV_KINDS = ("ion_time_csv",)  # read from the sample CSVs, not from the cached image
 STATS_LOG_FLOOR = 1e-6  # mass_stats: intensities are log10(value + STATS_LOG_FLOOR)
 MASS_STATS = ("log_mean", "log_std", "skew", "log_max", "peak_time")  # per mass row, in order
 # ion_time_stats: log10(1 + image / ION_TIME_FLOOR) divided by its ION_TIME_PERCENTILE-th
@@ -22,11 +27,14 @@ COLUMN_STATS = ("mean", "std")  # ion_time_stats: per time column over masses, s
 
 def n_features(kind: str, m_bins: int, n_bands: int, t_bins: int | None = None) -> int:
     """How many features image_features gives for images of ``m_bins`` masses (and, for
-    ion_time_stats, ``t_bins`` time bins): F of its (N, F) output, the derivatized flag included."""
+    ion_time_stats, ``t_bins`` time bins): F of its (N, F) output, the derivatized flag included.
+    For "ion_time_csv" the count of lib.data.third_place's features, whatever the image size."""
     if kind not in FEATURE_KINDS:
         raise ValueError(f"kind must be one of {FEATURE_KINDS}, got {kind!r}")
     if kind == "mass_stats":
         return m_bins * len(MASS_STATS) + n_bands + 1
+    if kind == "ion_time_csv":
+        return third_place.N_FEATURES
     if kind == "ion_time_stats":
         if t_bins is None:
             raise ValueError("ion_time_stats features need the number of time bins (t_bins)")
@@ -76,6 +84,9 @@ def image_features(images: np.ndarray, derivatized: np.ndarray, *, kind: str = "
     """
     if kind not in FEATURE_KINDS:
         raise ValueError(f"kind must be one of {FEATURE_KINDS}, got {kind!r}")
+    if kind in CSV_KINDS:
+        raise ValueError(f"{kind} features come from the sample CSVs "
+                         f"(lib.data.third_place.ion_time_csv_cache), not from a cached image")
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 3:
         raise ValueError(f"images must be (N, m, t), got shape {images.shape}")

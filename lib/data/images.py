@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -154,15 +155,17 @@ def _render_one(args: tuple[str, int, int]) -> tuple[np.ndarray, Repairs]:
 
 # ---- the cache ------------------------------------------------------------------------------
 
-def cache_fingerprint(metadata: pd.DataFrame, m_bins: int, t_bins: int) -> str:
-    """A hash of everything the cached images depend on: the key (m_bins, t_bins), the render
-    version, and per sample its id, derivatized flag, declared md5, file size and mtime."""
+def cache_fingerprint(metadata: pd.DataFrame, m_bins: int, t_bins: int,
+                      version: int | str = RENDER_VERSION) -> str:
+    """A hash of everything a cache depends on: the key (m_bins, t_bins), the recipe's
+    ``version`` (the image rendering's by default), and per sample its id, derivatized flag,
+    declared md5, file size and mtime."""
     entries = []
     for sid, flag, md5, path in zip(metadata["sample_id"], metadata["derivatized"],
                                     metadata["features_md5_hash"], metadata["path"]):
         stat = os.stat(path)
         entries.append([sid, int(flag), md5, stat.st_size, stat.st_mtime_ns])
-    payload = json.dumps([RENDER_VERSION, m_bins, t_bins, entries])
+    payload = json.dumps([version, m_bins, t_bins, entries])
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -185,18 +188,30 @@ def build_image_cache(metadata: pd.DataFrame, path: str | Path, *, m_bins: int =
     that start together on a fresh cache (a sweep) render it once: the first holds
     ``<path>.lock`` while it renders, the others wait for it and then read its file.
     """
+    return cached_arrays(path, cache_fingerprint(metadata, m_bins, t_bins), lambda: _render_cache(
+        metadata, m_bins, t_bins, workers, progress))
+
+
+def cached_arrays(path: str | Path, fingerprint: str,
+                  build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays of the .npz file at ``path`` when its ``fingerprint`` array matches, else
+    build()'s arrays with the fingerprint added, written there under a temporary name and
+    renamed (whole or absent). Processes that start together on a fresh file build it once: the
+    first holds ``<path>.lock`` while it builds, the others wait for it and read its file."""
     path = Path(path)
-    fingerprint = cache_fingerprint(metadata, m_bins, t_bins)
     cached = _matching_cache(path, fingerprint)
     if cached is not None:
         return cached
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a") as lock:  # "a": never truncates
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
-        cached = _matching_cache(path, fingerprint)  # rendered while this one waited
+        cached = _matching_cache(path, fingerprint)  # built while this one waited
         if cached is not None:
             return cached
-        return _render_cache(metadata, path, fingerprint, m_bins, t_bins, workers, progress)
+        arrays = {**build(), "fingerprint": np.array(fingerprint)}
+        with atomic_path(path) as partial, open(partial, "wb") as handle:
+            np.savez(handle, **arrays)
+        return arrays
 
 
 def _matching_cache(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
@@ -207,8 +222,8 @@ def _matching_cache(path: Path, fingerprint: str) -> dict[str, np.ndarray] | Non
     return None
 
 
-def _render_cache(metadata: pd.DataFrame, path: Path, fingerprint: str, m_bins: int,
-                  t_bins: int, workers: int | None, progress: bool) -> dict[str, np.ndarray]:
+def _render_cache(metadata: pd.DataFrame, m_bins: int, t_bins: int, workers: int | None,
+                  progress: bool) -> dict[str, np.ndarray]:
     jobs = [(str(p), m_bins, t_bins) for p in metadata["path"]]
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     if workers == 1:
@@ -224,10 +239,7 @@ def _render_cache(metadata: pd.DataFrame, path: Path, fingerprint: str, m_bins: 
         "nan_counts": np.array([r.nan for _, r in results], dtype=np.int64),
         "negative_counts": np.array([r.negative for _, r in results], dtype=np.int64),
         "duplicate_counts": np.array([r.duplicate for _, r in results], dtype=np.int64),
-        "fingerprint": np.array(fingerprint),
     }
-    with atomic_path(path) as partial, open(partial, "wb") as handle:
-        np.savez(handle, **arrays)
     return arrays
 
 

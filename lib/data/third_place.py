@@ -12,17 +12,26 @@ over ions (the chromatogram's shape), all divided by 255, then the derivatized f
 Differs from the recipe only where the data needs it: readings are those of
 lib.data.dataset.read_sample (NaN intensities 0, negative ones clipped to 0, which keeps the
 square root real).
+
+The same statistics on a log scale make the feature kind "ion_time_csv" (log_ion_image): the
+image of the raw intensity at the same resolution (resampled, smoothed twice), then
+v = log10(1 + image / (LOG_FLOOR * the image's maximum)), divided by v's 99.8th percentile and
+clipped at 1, kept as floats. The floor, 1e-4 of the sample's peak, was chosen by 5-fold CV on
+a `medium` folder of seed 11 among 1e-3 .. 1e-8 (docs/families.md). Its matrix over a
+competition folder is cached beside the image caches (ion_time_csv_cache).
 """
 
 from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from lib.data.dataset import read_sample
+from lib.data.images import cache_fingerprint, cache_path, cached_arrays
 
 IONS = 600  # integer m/z 0..599 in the image
 FEATURE_IONS = 500  # the first 500 of them make the features
@@ -30,6 +39,9 @@ STEPS = 500
 PERCENTILE = 99.8
 SMOOTH_TIMES = 2
 N_FEATURES = FEATURE_IONS * 3 + FEATURE_IONS * 2 + 1
+LOG_FLOOR = 1e-4  # ion_time_csv: the log's floor, relative to the sample image's maximum
+KINDS = ("third_place", "ion_time_csv")  # sqrt and uint8 (the recipe), or the log scale
+CSV_VERSION = "ion_time_csv 1"  # bump when log_ion_image changes: cached matrices are rebuilt
 
 
 def resample_max(values: np.ndarray, length: int = STEPS) -> np.ndarray:
@@ -59,44 +71,99 @@ def scale_uint8(image: np.ndarray, percentile: float = PERCENTILE) -> np.ndarray
     return (np.clip(image, image.min(), top) / top * 255).astype(np.uint8)
 
 
-def third_place_image(frame: pd.DataFrame) -> np.ndarray:
-    """One sample (columns time, mass, intensity, in file order) -> (IONS, STEPS) uint8."""
+def ion_image(frame: pd.DataFrame, values: np.ndarray) -> np.ndarray:
+    """One sample (columns time, mass, intensity, in file order) and a value per reading (n,)
+    -> (IONS, STEPS) float: each integer m/z's values in time order, resample_max'ed to STEPS
+    points, then smooth_time'd SMOOTH_TIMES times; an ion without readings stays 0."""
     mass = np.rint(frame["mass"].to_numpy(float)).astype(int)
-    intensity = np.sqrt(np.clip(frame["intensity"].to_numpy(float), 0, None))
     kept = (mass >= 0) & (mass < IONS)
-    mass, intensity = mass[kept], intensity[kept]
+    mass, values = mass[kept], np.asarray(values, dtype=float)[kept]
     order = np.argsort(mass, kind="stable")  # each ion's readings stay in time order
-    mass, intensity = mass[order], intensity[order]
+    mass, values = mass[order], values[order]
     starts = np.searchsorted(mass, np.arange(IONS + 1))
     image = np.zeros((IONS, STEPS))
     for ion in range(IONS):
         if starts[ion + 1] > starts[ion]:
-            image[ion] = resample_max(intensity[starts[ion]:starts[ion + 1]])
+            image[ion] = resample_max(values[starts[ion]:starts[ion + 1]])
     for _ in range(SMOOTH_TIMES):
         image = smooth_time(image)
-    return scale_uint8(image)
+    return image
 
 
-def third_place_features(image: np.ndarray, derivatized: bool) -> np.ndarray:
-    """(IONS, STEPS) uint8 image -> (N_FEATURES,) float32: per ion (first FEATURE_IONS) mean,
-    max, std over time; per step mean, std over those ions; all / 255; then derivatized."""
-    part = image[:FEATURE_IONS].astype(float) / 255
+def third_place_image(frame: pd.DataFrame) -> np.ndarray:
+    """One sample -> (IONS, STEPS) uint8: ion_image of sqrt(intensity), scale_uint8'ed."""
+    intensity = np.clip(frame["intensity"].to_numpy(float), 0, None)
+    return scale_uint8(ion_image(frame, np.sqrt(intensity)))
+
+
+def log_ion_image(frame: pd.DataFrame, floor: float = LOG_FLOOR) -> np.ndarray:
+    """One sample -> (IONS, STEPS) float in [0, 1]: v = log10(1 + image / (floor * its max))
+    of the ion_image of the intensity, divided by v's PERCENTILE-th percentile and clipped at 1
+    (an all-zero image stays 0)."""
+    image = ion_image(frame, np.clip(frame["intensity"].to_numpy(float), 0, None))
+    peak = image.max()
+    if peak <= 0:
+        return np.zeros_like(image)
+    values = np.log10(1 + image / (floor * peak))
+    return np.minimum(values / np.percentile(values, PERCENTILE), 1)
+
+
+def ion_time_features(image: np.ndarray, derivatized: bool) -> np.ndarray:
+    """(IONS, STEPS) image in [0, 1] -> (N_FEATURES,) float32: per ion (the first
+    FEATURE_IONS) the mean, max and std over time, per step the mean and std over those ions,
+    then derivatized (0/1)."""
+    part = np.asarray(image, dtype=float)[:FEATURE_IONS]
     return np.concatenate([part.mean(axis=1), part.max(axis=1), part.std(axis=1),
                            part.mean(axis=0), part.std(axis=0),
                            [float(derivatized)]]).astype(np.float32)
 
 
-def third_place_matrix(paths, derivatized, workers: int | None = None) -> np.ndarray:
-    """third_place_features of every sample CSV in ``paths`` (n,) with its derivatized flag
-    (n,), in parallel processes -> (n, N_FEATURES) float32. DataError names a bad file."""
-    tasks = list(zip([str(p) for p in paths], [bool(d) for d in derivatized], strict=True))
+def third_place_features(image: np.ndarray, derivatized: bool) -> np.ndarray:
+    """(IONS, STEPS) uint8 image -> (N_FEATURES,) float32: ion_time_features of image / 255."""
+    return ion_time_features(image.astype(float) / 255, derivatized)
+
+
+def feature_names() -> list[str]:
+    """The N_FEATURES names, in order: m<ion>_mean..., m<ion>_max..., m<ion>_std..., then
+    t<step>_mean..., t<step>_std..., then derivatized (ion: integer m/z; step: 0..STEPS-1)."""
+    names = [f"m{ion}_{stat}" for stat in ("mean", "max", "std") for ion in range(FEATURE_IONS)]
+    names += [f"t{step}_{stat}" for stat in ("mean", "std") for step in range(STEPS)]
+    return [*names, "derivatized"]
+
+
+def third_place_matrix(paths, derivatized, workers: int | None = None,
+                       kind: str = "third_place") -> np.ndarray:
+    """The features of every sample CSV in ``paths`` (n,) with its derivatized flag (n,), in
+    parallel processes -> (n, N_FEATURES) float32. kind "third_place": third_place_features of
+    third_place_image (the recipe); "ion_time_csv": ion_time_features of log_ion_image.
+    DataError names a bad file."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    tasks = list(zip([str(p) for p in paths], [bool(d) for d in derivatized],
+                     [kind] * len(paths), strict=True))
     if not tasks:
         return np.zeros((0, N_FEATURES), dtype=np.float32)
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
         return np.stack(list(pool.map(_features_of_file, tasks, chunksize=8)))
 
 
-def _features_of_file(task: tuple[str, bool]) -> np.ndarray:
-    path, derivatized = task
+def ion_time_csv_cache(metadata: pd.DataFrame, folder: str | Path,
+                       workers: int | None = None) -> dict[str, np.ndarray]:
+    """The "ion_time_csv" features of every sample of ``metadata`` (Competition.metadata rows),
+    kept in folder/ion_time_csv_m600_t500.npz and reused while the samples' files and the
+    recipe (CSV_VERSION) are unchanged (lib.data.images.cached_arrays: built once, whole or
+    absent). Returns sample_ids (N,) str, features (N, N_FEATURES) float32, fingerprint."""
+    fingerprint = cache_fingerprint(metadata, IONS, STEPS, version=CSV_VERSION)
+    return cached_arrays(
+        cache_path(folder, IONS, STEPS, kind="ion_time_csv"), fingerprint,
+        lambda: {"sample_ids": metadata["sample_id"].to_numpy(dtype=str),
+                 "features": third_place_matrix(metadata["path"], metadata["derivatized"],
+                                                workers, kind="ion_time_csv")})
+
+
+def _features_of_file(task: tuple[str, bool, str]) -> np.ndarray:
+    path, derivatized, kind = task
     frame, _ = read_sample(path)
+    if kind == "ion_time_csv":
+        return ion_time_features(log_ion_image(frame), derivatized)
     return third_place_features(third_place_image(frame), derivatized)

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from lib.core.schema import LABELS
-from lib.data.features import image_features
+from lib.data.features import CSV_KINDS, image_features
 from lib.explain.cam import CAM_METHODS, TargetLayerError, cam_maps, default_cam
 from lib.explain.features import contribution_method, contributions_to_grid, feature_contributions
 from lib.explain.occlusion import (
@@ -159,6 +159,10 @@ def _load_fold(run_dir: Path, image_size: tuple[int, int], device: torch.device)
             fold_model = _FoldModel(family, feature_model.config, feature_model=feature_model)
     except (OSError, RuntimeError, KeyError, ModelFileError, ModelMismatchError) as error:
         raise ValueError(f"{run_dir}: cannot load the model ({error}), not explained") from None
+    if fold_model.config.get("features") in CSV_KINDS:
+        raise ValueError(f"{run_dir}: its {fold_model.config['features']} features come from "
+                         f"the sample CSVs, not from the image that maps and occlusion work on; "
+                         f"not explained")
     size = (fold_model.config["m_bins"], fold_model.config["t_bins"])
     if size != tuple(image_size):
         raise ValueError(f"{run_dir}: trained on {size[0]}x{size[1]} images, the cache holds "

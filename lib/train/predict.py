@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ import torch
 
 from lib.core.logits import sigmoid
 from lib.core.precision import cuda_problem
-from lib.data.features import image_features
+from lib.data.features import CSV_KINDS, image_features
+from lib.data.third_place import third_place_matrix
 from lib.models.cnn import build_model
 from lib.models.feature_models import FeatureModel, predict_feature_logits
 from lib.models.model_file import load_feature_model
@@ -96,22 +98,25 @@ def load_run_feature_model(run_dir: Path) -> FeatureModel:
 
 
 def predict_runs(run_dirs: list[Path], images: np.ndarray, derivatized: np.ndarray, *,
-                 device: torch.device, batch_size: int = 32) -> dict[str, np.ndarray]:
+                 device: torch.device, batch_size: int = 32,
+                 paths: Sequence[str | Path] | None = None) -> dict[str, np.ndarray]:
     """Mean over each model's folds of the probabilities, per model (see model_key): TTA
     logits of the CNN runs, each in the precision it trained in (see run_precision; bf16
     and TF32 where the device has them), feature-model logits of the feature runs
-    (lib.data.features of the same images).
+    (lib.data.features of the same images; the kinds read from the CSVs, CSV_KINDS, from the
+    sample files in ``paths``).
 
-    images: (N, m, t) single-channel images (an image cache's ``images``); derivatized (N,).
-    Returns {model key: (N, 9) float32 probabilities}. Every run must match the images'
-    (m, t) size.
+    images: (N, m, t) single-channel images (an image cache's ``images``); derivatized (N,);
+    paths: (N,) the samples' CSV files, needed only by runs of a CSV kind. Returns
+    {model key: (N, 9) float32 probabilities}. Every run must match the images' (m, t) size,
+    except those of a CSV kind.
     """
     data = DeviceImages(images, derivatized, device)
     per_model: dict[str, list[np.ndarray]] = {}
     features: dict[tuple, np.ndarray] = {}  # (kind, n_bands) -> (N, F), computed once
     for run_dir in run_dirs:
         if model_path(run_dir).name == FEATURE_MODEL:
-            logits = _feature_run_logits(Path(run_dir), images, derivatized, features)
+            logits = _feature_run_logits(Path(run_dir), images, derivatized, features, paths)
         else:
             logits = _cnn_run_logits(Path(run_dir), data, device, batch_size)
         per_model.setdefault(model_key(run_dir), []).append(sigmoid(logits))
@@ -130,11 +135,18 @@ def _cnn_run_logits(run_dir: Path, data: DeviceImages, device: torch.device,
 
 
 def _feature_run_logits(run_dir: Path, images: np.ndarray, derivatized: np.ndarray,
-                        features: dict) -> np.ndarray:
+                        features: dict, paths: Sequence[str | Path] | None) -> np.ndarray:
     model = load_run_feature_model(run_dir)
     config = model.config
-    _check_size(run_dir, config, images.shape[1:])
     key = (config["features"], config["n_bands"])
+    if key[0] in CSV_KINDS:
+        if paths is None or len(paths) != len(images):
+            raise ValueError(f"{run_dir}: its {key[0]} features come from the sample CSVs; "
+                             f"give predict_runs the {len(images)} samples' paths")
+        if key not in features:
+            features[key] = third_place_matrix(paths, derivatized, kind=key[0])
+        return predict_feature_logits(model, features[key])
+    _check_size(run_dir, config, images.shape[1:])
     if key not in features:
         features[key] = image_features(images, derivatized, kind=key[0], n_bands=key[1])[0]
     return predict_feature_logits(model, features[key])

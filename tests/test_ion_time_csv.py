@@ -1,0 +1,173 @@
+"""The ion-time network on the CSVs: the "ion_time_csv" features (lib.data.third_place's image
+of each sample, log-scaled against the sample's peak), their per-folder cache, and a run of
+03b that 04 reproduces and 06 names as not explained."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import papermill as pm
+import pytest
+import yaml
+
+from lib.core.paths import REPO_ROOT
+from lib.core.schema import LABELS
+from lib.data.dataset import DataError, load_competition
+from lib.data.features import image_features, n_features
+from lib.data.folds import load_or_make_folds
+from lib.data.images import build_image_cache, cache_path
+from lib.data.third_place import (
+    IONS,
+    LOG_FLOOR,
+    N_FEATURES,
+    STEPS,
+    feature_names,
+    ion_time_csv_cache,
+    ion_time_features,
+    log_ion_image,
+    third_place_features,
+    third_place_image,
+    third_place_matrix,
+)
+from lib.explain.explainer import explain_model
+from lib.runs.plans import check_parameters, check_runs, expand_plan, load_plan
+from lib.runs.run_folder import is_done, read_logits, read_metrics
+from lib.synthetic import generate
+
+
+def hand_made_run(scans: int = 1000) -> pd.DataFrame:
+    """Ion i (0..99) reads (i + 1)^2 at every scan; m/z 700 and -3 are outside the image."""
+    ions = np.arange(100)
+    masses = np.tile(np.append(ions + 0.2, [700.0, -3.0]), scans)
+    intensity = np.tile(np.append((ions + 1.0) ** 2, [1e6, 1e6]), scans)
+    times = np.repeat(np.arange(scans) * 0.01, len(ions) + 2)
+    return pd.DataFrame(dict(time=times, mass=masses, intensity=intensity))
+
+
+def test_the_log_image_of_a_hand_made_run():
+    """The peak is 100^2, so v_i = log10(1 + (i + 1)^2 / (1e-4 * 1e4)); the 99.8th percentile
+    of the 600 x 500 cells falls in row 98 (the top 0.2 % are row 99 and 100 cells of row 98),
+    so row i is v_i / v_98, clipped at 1, at every step; rows 100.. stay 0."""
+    image = log_ion_image(hand_made_run())
+    assert image.shape == (IONS, STEPS) and LOG_FLOOR == 1e-4
+    rows = np.log10(1 + (np.arange(100) + 1.0) ** 2)
+    expected = np.minimum(rows / rows[98], 1)
+    np.testing.assert_allclose(image[:100], np.repeat(expected[:, None], STEPS, axis=1),
+                               rtol=1e-12)
+    assert not image[100:].any()
+    assert not log_ion_image(hand_made_run().assign(intensity=0.0)).any()  # no peak: all 0
+
+
+def test_the_log_scale_lifts_small_peaks_the_square_root_leaves_near_zero():
+    """Ion 0 at 1/10,000 of the peak: under 1 % of the scale under sqrt (2 of 255), 7.5 %
+    on the log (log10(2) / log10(9802))."""
+    log_row = log_ion_image(hand_made_run())[0, 0]
+    sqrt_row = third_place_image(hand_made_run())[0, 0] / 255
+    assert sqrt_row < 0.01 < 0.07 < log_row
+
+
+def test_features_are_the_third_places_statistics_in_order():
+    image = np.random.default_rng(0).random((IONS, STEPS))
+    features = ion_time_features(image, derivatized=True)
+    names = feature_names()
+    assert features.shape == (N_FEATURES,) == (len(names),) and features.dtype == np.float32
+    by_name = dict(zip(names, features.astype(float)))
+    assert by_name["m7_max"] == pytest.approx(image[7].max(), rel=1e-6)
+    assert by_name["m499_std"] == pytest.approx(image[499].std(), rel=1e-6)
+    assert by_name["t3_mean"] == pytest.approx(image[:500, 3].mean(), rel=1e-6)
+    assert names[-1] == "derivatized" and by_name["derivatized"] == 1
+    uint8 = (image * 255).astype(np.uint8)
+    np.testing.assert_array_equal(third_place_features(uint8, False),
+                                  ion_time_features(uint8 / 255, False))
+    assert n_features("ion_time_csv", 256, 4, 192) == N_FEATURES
+    with pytest.raises(ValueError, match="ion_time_csv features come from the sample CSVs"):
+        image_features(np.zeros((1, 4, 6)), np.zeros(1), kind="ion_time_csv")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        third_place_matrix([], [], kind="cubic")
+
+
+def test_the_folder_cache_is_built_once_and_rebuilt_when_a_file_changes(competition_dir,
+                                                                       tmp_path):
+    metadata = load_competition(competition_dir).metadata
+    cache = ion_time_csv_cache(metadata, tmp_path / "cache", workers=1)
+    path = tmp_path / "cache" / f"ion_time_csv_m{IONS}_t{STEPS}.npz"
+    assert path.is_file() and list(cache["sample_ids"]) == list(metadata["sample_id"])
+    assert cache["features"].shape == (len(metadata), N_FEATURES)
+    np.testing.assert_array_equal(cache["features"][:, -1], metadata["derivatized"])
+    np.testing.assert_array_equal(cache["features"][2], third_place_matrix(
+        metadata["path"][2:3], metadata["derivatized"][2:3], workers=1, kind="ion_time_csv")[0])
+    written = path.stat().st_mtime_ns
+    again = ion_time_csv_cache(metadata, tmp_path / "cache", workers=1)
+    assert path.stat().st_mtime_ns == written  # read, not rebuilt
+    np.testing.assert_array_equal(again["features"], cache["features"])
+    first = metadata["path"].iloc[0]
+    frame = pd.read_csv(first)
+    frame.loc[frame["mass"].round() == 57, "intensity"] = 0  # the run's peak is gone
+    frame.to_csv(first, index=False)
+    changed = ion_time_csv_cache(metadata, tmp_path / "cache", workers=1)
+    assert not np.array_equal(changed["features"][0], cache["features"][0])
+    np.testing.assert_array_equal(changed["features"][1:], cache["features"][1:])
+
+
+def test_a_bad_csv_is_named_and_leaves_no_cache(competition_dir, tmp_path):
+    metadata = load_competition(competition_dir).metadata
+    bad = metadata["path"].iloc[3]
+    with open(bad, "a") as handle:
+        handle.write("1.0,abc,5\n")
+    with pytest.raises(DataError, match=os.path.basename(bad)):
+        ion_time_csv_cache(metadata, tmp_path / "cache", workers=1)
+    assert not list((tmp_path / "cache").glob("*.npz"))
+
+
+def test_the_params_file_is_in_the_real_counts_plan():
+    params = yaml.safe_load((REPO_ROOT / "params" / "features_ion_time_csv.yaml").read_text())
+    assert params["features"] == "ion_time_csv" and params["backbone"] == "mlp"
+    specs = expand_plan(load_plan(REPO_ROOT / "params" / "plans" / "real_counts.yaml"),
+                        folds=[0])
+    check_parameters(specs, {})
+    check_runs(specs, {})
+    assert "features_ion_time_csv/mlp/fold0_seed0" in [s.label for s in specs]
+
+
+@pytest.mark.slow
+def test_a_run_of_03b_that_04_reproduces_and_06_names(tmp_path):
+    data_dir = generate(tmp_path / "data", profile="tiny", seed=0)
+    run_dir = tmp_path / "runs" / "features_ion_time_csv" / "mlp" / "fold1_seed0"
+    run_dir.mkdir(parents=True)
+    params = yaml.safe_load((REPO_ROOT / "params" / "features_ion_time_csv.yaml").read_text())
+    cache_dir = tmp_path / "cache"
+    pm.execute_notebook(str(REPO_ROOT / "notebooks" / "03b_train_features.ipynb"),
+                        str(run_dir / "03b_train_features.ipynb"),
+                        parameters={**params, "hidden": [16], "mlp_epochs": 5, "n_seeds": 1,
+                                    "m_bins": 64, "t_bins": 96, "fold": 1,
+                                    "data_dir": str(data_dir), "cache_dir": str(cache_dir),
+                                    "run_dir": str(run_dir)},
+                        kernel_name="python3", progress_bar=False)
+    assert is_done(run_dir)
+    metrics = read_metrics(run_dir)
+    assert metrics["n_features"] == N_FEATURES and np.isfinite(metrics["best_oof_loss"])
+    assert len(list(cache_dir.rglob(f"ion_time_csv_m{IONS}_t{STEPS}.npz"))) == 1
+    assert not list(cache_dir.rglob("images_m64_t96.npz"))  # no image cache needed
+    out_csv = tmp_path / "predictions.csv"
+    pm.execute_notebook(str(REPO_ROOT / "notebooks" / "04_predict.ipynb"),
+                        str(tmp_path / "04.ipynb"),
+                        parameters=dict(runs_glob=str(run_dir), data_dir=str(data_dir),
+                                        cache_dir=str(cache_dir), output_csv=str(out_csv),
+                                        device="cpu"),
+                        kernel_name="python3", progress_bar=False)
+    predicted = pd.read_csv(out_csv).set_index("sample_id")
+    assert list(predicted.columns) == list(LABELS)
+    logits = read_logits(run_dir / "test_logits.csv").loc[predicted.index]
+    np.testing.assert_allclose(predicted.to_numpy(), 1 / (1 + np.exp(-logits.to_numpy())),
+                               atol=1e-5)
+    data = load_competition(data_dir)
+    folds = load_or_make_folds(tmp_path / "folds", data.train_labels)
+    images = build_image_cache(data.metadata, cache_path(tmp_path / "img", 64, 96), m_bins=64,
+                               t_bins=96, progress=False)
+    result = explain_model("features_ion_time_csv/mlp/seed0", {1: run_dir}, images,
+                           data.labels, folds, n_per_label=1)
+    assert not result.maps and not result.drops
+    assert any("come from the sample CSVs" in problem and str(run_dir) in problem
+               for problem in result.problems)
