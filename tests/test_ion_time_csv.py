@@ -58,6 +58,9 @@ def test_the_log_image_of_a_hand_made_run():
                                rtol=1e-12)
     assert not image[100:].any()
     assert not log_ion_image(hand_made_run().assign(intensity=0.0)).any()  # no peak: all 0
+    sparse = log_ion_image(pd.DataFrame(dict(time=[0.0, 0.1], mass=[18.0, 18.0],
+                                             intensity=[5.0, 0.0])))
+    assert sparse.max() == 1 and 0 < (sparse > 0).sum() < 600  # under 0.2 % of cells lit
 
 
 def test_the_log_scale_lifts_small_peaks_the_square_root_leaves_near_zero():

@@ -96,16 +96,26 @@ def third_place_image(frame: pd.DataFrame) -> np.ndarray:
     return scale_uint8(ion_image(frame, np.sqrt(intensity)))
 
 
-def log_ion_image(frame: pd.DataFrame, floor: float = LOG_FLOOR) -> np.ndarray:
-    """One sample -> (IONS, STEPS) float in [0, 1]: v = log10(1 + image / (floor * its max))
-    of the ion_image of the intensity, divided by v's PERCENTILE-th percentile and clipped at 1
-    (an all-zero image stays 0)."""
-    image = ion_image(frame, np.clip(frame["intensity"].to_numpy(float), 0, None))
+def intensity_image(frame: pd.DataFrame) -> np.ndarray:
+    """One sample -> (IONS, STEPS) float: the ion_image of its intensity."""
+    return ion_image(frame, np.clip(frame["intensity"].to_numpy(float), 0, None))
+
+
+def log_scale(image: np.ndarray, floor: float = LOG_FLOOR) -> np.ndarray:
+    """(ions, steps) intensity image -> the same shape in [0, 1]: v = log10(1 + image /
+    (floor * its max)), divided by v's PERCENTILE-th percentile (by v's maximum where fewer
+    cells than that are lit) and clipped at 1; an all-zero image stays 0."""
     peak = image.max()
     if peak <= 0:
-        return np.zeros_like(image)
+        return np.zeros(image.shape)
     values = np.log10(1 + image / (floor * peak))
-    return np.minimum(values / np.percentile(values, PERCENTILE), 1)
+    top = np.percentile(values, PERCENTILE)
+    return np.minimum(values / (top if top > 0 else values.max()), 1)
+
+
+def log_ion_image(frame: pd.DataFrame, floor: float = LOG_FLOOR) -> np.ndarray:
+    """One sample -> (IONS, STEPS) float in [0, 1]: log_scale of its intensity_image."""
+    return log_scale(intensity_image(frame), floor)
 
 
 def ion_time_features(image: np.ndarray, derivatized: bool) -> np.ndarray:
