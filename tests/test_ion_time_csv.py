@@ -27,11 +27,16 @@ from lib.data.third_place import (
     ion_time_csv_cache,
     ion_time_features,
     log_ion_image,
+    log_scale,
     third_place_features,
     third_place_image,
     third_place_matrix,
 )
-from lib.explain.explainer import explain_model
+from lib.explain.explainer import explain_ensemble, explain_model
+from lib.explain.features import contributions_to_grid
+from lib.explain.occlusion import csv_feature_predictor
+from lib.models.feature_models import fit_feature_model, predict_feature_logits
+from lib.models.feature_settings import FeatureSettings
 from lib.runs.plans import check_parameters, check_runs, expand_plan, load_plan
 from lib.runs.run_folder import is_done, read_logits, read_metrics
 from lib.synthetic import generate
@@ -169,8 +174,67 @@ def test_a_run_of_03b_that_04_reproduces_and_06_names(tmp_path):
     folds = load_or_make_folds(tmp_path / "folds", data.train_labels)
     images = build_image_cache(data.metadata, cache_path(tmp_path / "img", 64, 96), m_bins=64,
                                t_bins=96, progress=False)
-    result = explain_model("features_ion_time_csv/mlp/seed0", {1: run_dir}, images,
-                           data.labels, folds, n_per_label=1)
-    assert not result.maps and not result.drops
-    assert any("come from the sample CSVs" in problem and str(run_dir) in problem
-               for problem in result.problems)
+    name, runs = "features_ion_time_csv/mlp/seed0", {1: run_dir}
+    unread = explain_model(name, runs, images, data.labels, folds, n_per_label=1)
+    assert not unread.maps and not unread.drops
+    assert any("no CSV paths were given" in problem and str(run_dir) in problem
+               for problem in unread.problems)
+    paths = data.metadata.set_index("sample_id")["path"].to_dict()
+    result = explain_model(name, runs, images, data.labels, folds, n_per_label=1, coarse=0,
+                           paths=paths)
+    picked = sorted({s for ids in result.picked.values() for s in ids})
+    assert picked and set(result.drops) == set(picked) and result.maps
+    for sample_id in picked:  # 03b's logits, from the CSV features
+        np.testing.assert_allclose(result.probs[sample_id], 1 / (1 + np.exp(
+            -read_logits(run_dir / "oof_logits.csv").loc[sample_id].to_numpy())), atol=1e-5)
+        assert result.drops[sample_id].shape == (64, len(LABELS))
+    some_map = next(iter(next(iter(result.maps.values())).values()))
+    assert some_map.shape == (64, 96) and np.abs(some_map).sum() > 0
+    ensemble = explain_ensemble({name: runs}, images, data.labels, folds, n_per_label=1,
+                                coarse=0, paths=paths)
+    for sample_id, drops in ensemble.drops.items():  # one member: the ensemble is that model
+        np.testing.assert_allclose(drops, result.drops[sample_id], atol=1e-5)
+
+
+def test_occlusion_empties_the_same_mz_in_the_csv_image():
+    """Emptying cached row 3 gives the model's logits of the CSV image with ion 3 emptied; an
+    image with only an already empty row emptied gives the unchanged logits."""
+    rng = np.random.default_rng(0)
+    x = rng.random((24, N_FEATURES)).astype(np.float32)
+    labels = (rng.random((24, len(LABELS))) > 0.5).astype(float)
+    settings = FeatureSettings(learner="mlp", features="ion_time_csv", hidden=[8],
+                               mlp_epochs=2, threads=1)
+    model = fit_feature_model(x, labels, settings, seed=0)
+    csv_image = rng.random((IONS, STEPS))
+    csv_image[5] = 0
+    reference = np.ones((8, 4), dtype=np.float32)
+    reference[5] = 0
+    predict = csv_feature_predictor(model, csv_image, reference, derivatized=1)
+    emptied = reference.copy()
+    emptied[3] = 0
+    logits = predict(np.stack([reference, emptied]))
+    without_3 = csv_image.copy()
+    without_3[3] = 0
+    expected = predict_feature_logits(model, np.stack([
+        ion_time_features(log_scale(csv_image), True),
+        ion_time_features(log_scale(without_3), True)]))
+    np.testing.assert_allclose(logits, expected, rtol=1e-6)
+    assert not np.allclose(logits[0], logits[1])
+
+
+def test_contributions_of_csv_features_go_on_the_cached_grid():
+    """Step s of 500 goes on column s * t // 500 by intensity; ions past the cache's rows and
+    the derivatized flag are left out."""
+    names = feature_names()
+    image = np.zeros((8, 4), dtype=np.float32)
+    image[2, 3], image[6, 3] = 1.0, 3.0
+    values = np.zeros(len(names))
+    values[names.index("t499_std")] = 4.0  # column 3: rows 2 and 6 by intensity
+    values[names.index("t10_mean")] = 2.0  # column 0: empty, spread evenly over its 8 cells
+    values[names.index("m6_max")] = 1.0  # row 6's argmax
+    values[names.index("m300_mean")] = 5.0  # past the 8 rows
+    values[names.index("derivatized")] = 7.0
+    grid = contributions_to_grid(values, names, image, n_bands=4, steps=STEPS)
+    assert grid[2, 3] == pytest.approx(1.0) and grid[6, 3] == pytest.approx(3.0 + 1.0)
+    np.testing.assert_allclose(grid[:, 0], 2.0 / 8)
+    assert grid.sum() == pytest.approx(4.0 + 2.0 + 1.0)

@@ -32,12 +32,21 @@ import pandas as pd
 import torch
 
 from lib.core.schema import LABELS
+from lib.data.dataset import read_sample
 from lib.data.features import CSV_KINDS, image_features
+from lib.data.third_place import (
+    STEPS,
+    feature_names,
+    intensity_image,
+    ion_time_features,
+    log_scale,
+)
 from lib.explain.cam import CAM_METHODS, TargetLayerError, cam_maps, default_cam
 from lib.explain.features import contribution_method, contributions_to_grid, feature_contributions
 from lib.explain.occlusion import (
     Predictor,
     cnn_predictor,
+    csv_feature_predictor,
     ensemble_predictor,
     feature_predictor,
     occlusion_drops,
@@ -141,13 +150,38 @@ class _FoldModel:
     net: GcmsNet | None = None
     feature_model: FeatureModel | None = None
 
-    def predictor(self, derivatized: int, device: torch.device) -> Predictor:
+    @property
+    def from_csv(self) -> bool:
+        """A feature model whose features come from the sample CSVs (CSV_KINDS)."""
+        return self.family == "feature" and self.config.get("features") in CSV_KINDS
+
+    def predictor(self, derivatized: int, device: torch.device, image: np.ndarray,
+                  csv_image: np.ndarray | None) -> Predictor:
+        """The predictor of one sample: its cached ``image`` (m, t) and, for a model of a CSV
+        kind, its CSV image (lib.data.third_place.intensity_image)."""
         if self.family == "cnn":
             return cnn_predictor(self.net, self.config, derivatized, device)
+        if self.from_csv:
+            return csv_feature_predictor(self.feature_model, csv_image, image, derivatized)
         return feature_predictor(self.feature_model, derivatized)
 
 
-def _load_fold(run_dir: Path, image_size: tuple[int, int], device: torch.device) -> _FoldModel:
+class CsvImages:
+    """The samples' CSV images (lib.data.third_place.intensity_image, (IONS, STEPS)), read when
+    first asked for: the inputs of feature models of a CSV kind. paths: {sample_id: CSV file}."""
+
+    def __init__(self, paths: dict[str, str | Path] | None = None):
+        self.paths = dict(paths or {})
+        self._images: dict[str, np.ndarray] = {}
+
+    def __call__(self, sample_id: str) -> np.ndarray:
+        if sample_id not in self._images:
+            self._images[sample_id] = intensity_image(read_sample(self.paths[sample_id])[0])
+        return self._images[sample_id]
+
+
+def _load_fold(run_dir: Path, image_size: tuple[int, int], device: torch.device,
+               csv_images: CsvImages) -> _FoldModel:
     """The fold's model; FileNotFoundError / ValueError naming the run and the problem."""
     family = run_family(run_dir)
     try:
@@ -159,10 +193,11 @@ def _load_fold(run_dir: Path, image_size: tuple[int, int], device: torch.device)
             fold_model = _FoldModel(family, feature_model.config, feature_model=feature_model)
     except (OSError, RuntimeError, KeyError, ModelFileError, ModelMismatchError) as error:
         raise ValueError(f"{run_dir}: cannot load the model ({error}), not explained") from None
-    if fold_model.config.get("features") in CSV_KINDS:
-        raise ValueError(f"{run_dir}: its {fold_model.config['features']} features come from "
-                         f"the sample CSVs, not from the image that maps and occlusion work on; "
-                         f"not explained")
+    if fold_model.from_csv:
+        if not csv_images.paths:
+            raise ValueError(f"{run_dir}: its {fold_model.config['features']} features come "
+                             f"from the sample CSVs, and no CSV paths were given; not explained")
+        return fold_model  # any image size: occlusion empties its m/z rows in the CSV image
     size = (fold_model.config["m_bins"], fold_model.config["t_bins"])
     if size != tuple(image_size):
         raise ValueError(f"{run_dir}: trained on {size[0]}x{size[1]} images, the cache holds "
@@ -171,14 +206,15 @@ def _load_fold(run_dir: Path, image_size: tuple[int, int], device: torch.device)
 
 
 def _usable_folds(name: str, fold_runs: dict[int, Path], image_size: tuple[int, int],
-                  device: torch.device, problems: list[str]) -> dict[int, _FoldModel]:
+                  device: torch.device, problems: list[str],
+                  csv_images: CsvImages) -> dict[int, _FoldModel]:
     """{fold: loaded model} of the folds that load; the others named in problems."""
     usable = {}
     if not fold_runs:
         problems.append(f"{name}: no run folder, not explained")
     for fold, run_dir in sorted(fold_runs.items()):
         try:
-            usable[fold] = _load_fold(Path(run_dir), image_size, device)
+            usable[fold] = _load_fold(Path(run_dir), image_size, device, csv_images)
         except (FileNotFoundError, ValueError) as error:
             problems.append(str(error))
     return usable
@@ -203,7 +239,8 @@ def explain_model(name: str, fold_runs: dict[int, Path], cache: dict[str, np.nda
                   methods: Sequence[str] = METHODS, cam_method: str = "",
                   target_layer: str | None = None, band: int = 1, coarse: int = 8,
                   hidden: dict[str, set] | None = None,
-                  device: str | torch.device = "cpu", seed: int = 0) -> ModelExplanation:
+                  device: str | torch.device = "cpu", seed: int = 0,
+                  paths: dict[str, str | Path] | None = None) -> ModelExplanation:
     """Maps and occlusion drops of one model (a CNN or a feature model) for positive OOF
     samples of each label.
 
@@ -217,14 +254,17 @@ def explain_model(name: str, fold_runs: dict[int, Path], cache: dict[str, np.nda
     bands of the labels a sample was picked for refined, see occlusion_drops). A run that
     cannot be loaded, a target layer that cannot be found and a label without a positive OOF
     sample are named in ``problems``; the rest goes on. ValueError for settings that cannot
-    be used (check_settings).
+    be used (check_settings). paths: {sample_id: CSV file}, read by feature models of a CSV
+    kind (without them such a model is named in ``problems``): their maps are put on the
+    cached image's grid, and occlusion empties the same m/z rows in their CSV image.
     """
     check_settings(n_per_label, methods, cam_method)
     started = time.perf_counter()
     device = torch.device(device)
     result = ModelExplanation(name)
     image_size = tuple(cache["images"].shape[1:])
-    usable = _usable_folds(name, fold_runs, image_size, device, result.problems)
+    csv_images = CsvImages(paths)
+    usable = _usable_folds(name, fold_runs, image_size, device, result.problems, csv_images)
     result.picked = _pick(name, usable, train_labels, folds, labels, n_per_label, seed, hidden,
                           result.problems)
     position = {sample_id: i for i, sample_id in enumerate(cache["sample_ids"])}
@@ -238,22 +278,23 @@ def explain_model(name: str, fold_runs: dict[int, Path], cache: dict[str, np.nda
             continue
         images = cache["images"][[position[s] for s in ids]].astype(np.float32)
         flags = cache["derivatized"][[position[s] for s in ids]]
-        logits = np.stack([fold_model.predictor(int(flag), device)(image[None])[0]
-                           for image, flag in zip(images, flags)])
+        predictors = [fold_model.predictor(int(flag), device, image,
+                                           csv_images(s) if fold_model.from_csv else None)
+                      for s, image, flag in zip(ids, images, flags)]
+        logits = np.stack([predict(image[None])[0] for predict, image in zip(predictors, images)])
         for i, sample_id in enumerate(ids):
             result.probs[sample_id] = 1 / (1 + np.exp(-np.clip(logits[i], -30, 30)))
             result.images[sample_id] = images[i]
         if "map" in methods:
             problem = _add_maps(result, fold_model, wanted, ids, images, flags, cam_method,
-                                target_layer, device)
+                                target_layer, device, csv_images)
             if problem:
                 result.problems.append(f"{fold_runs[fold]}: {problem}")
         if "occlusion" in methods:
             for i, sample_id in enumerate(ids):
                 refine = [LABELS.index(label) for label, chosen in wanted.items()
                           if sample_id in chosen]
-                predict = fold_model.predictor(int(flags[i]), device)
-                result.drops[sample_id] = occlusion_drops(predict, images[i], band=band,
+                result.drops[sample_id] = occlusion_drops(predictors[i], images[i], band=band,
                                                           coarse=coarse, refine_labels=refine)
     result.seconds = time.perf_counter() - started
     return result
@@ -261,12 +302,19 @@ def explain_model(name: str, fold_runs: dict[int, Path], cache: dict[str, np.nda
 
 def _add_maps(result: ModelExplanation, fold_model: _FoldModel, wanted: dict[str, list[str]],
               ids: list[str], images: np.ndarray, flags: np.ndarray, cam_method: str,
-              target_layer: str | None, device: torch.device) -> str | None:
+              target_layer: str | None, device: torch.device,
+              csv_images: CsvImages) -> str | None:
     """Put one fold's maps of its wanted samples into result.maps; a problem line or None."""
     if fold_model.family == "feature":
         config = fold_model.config
-        features, names = image_features(images, flags, kind=config["features"],
-                                         n_bands=config["n_bands"])
+        steps = STEPS if fold_model.from_csv else None
+        if fold_model.from_csv:
+            features = np.stack([ion_time_features(log_scale(csv_images(s)), bool(flag))
+                                 for s, flag in zip(ids, flags)])
+            names = feature_names()
+        else:
+            features, names = image_features(images, flags, kind=config["features"],
+                                             n_bands=config["n_bands"])
         contributions = feature_contributions(fold_model.feature_model, features)
         result.map_method = contribution_method(fold_model.feature_model.learner)
         for label, chosen in wanted.items():
@@ -274,7 +322,7 @@ def _add_maps(result: ModelExplanation, fold_model: _FoldModel, wanted: dict[str
             for sample_id in chosen:
                 i = ids.index(sample_id)
                 result.maps.setdefault(label, {})[sample_id] = contributions_to_grid(
-                    contributions[i, j], names, images[i], config["n_bands"])
+                    contributions[i, j], names, images[i], config["n_bands"], steps)
         return None
     config = fold_model.config
     method, layer = default_cam(config["backbone"])
@@ -299,13 +347,15 @@ def explain_ensemble(members: dict[str, dict[int, Path]], cache: dict[str, np.nd
                      train_labels: pd.DataFrame, folds: pd.DataFrame, *,
                      labels: Sequence[str] = LABELS, n_per_label: int = 4, band: int = 1,
                      coarse: int = 8, hidden: dict[str, set] | None = None,
-                     device: str | torch.device = "cpu", seed: int = 0) -> ModelExplanation:
+                     device: str | torch.device = "cpu", seed: int = 0,
+                     paths: dict[str, str | Path] | None = None) -> ModelExplanation:
     """Occlusion of the ensemble's mean logit (ensemble_predictor) on positive OOF samples.
 
     members: {model key: {fold: run folder}} of the ensemble's models (its selection); the
     other arguments as explain_model's. Each sample is predicted, emptied row by row, by every
     member's fold model that did not train on it (a CNN through its model input and TTA, a
-    feature model through its features). A fold that a member cannot provide leaves that
+    feature model through its features, one of a CSV kind through its CSV image with the same
+    m/z emptied: ``paths`` as explain_model's). A fold that a member cannot provide leaves that
     fold's samples out (named in ``problems``): the ensemble without a member is another
     predictor. Returns a ModelExplanation named "ensemble" (family "ensemble", no maps).
     """
@@ -314,8 +364,9 @@ def explain_ensemble(members: dict[str, dict[int, Path]], cache: dict[str, np.nd
     device = torch.device(device)
     result = ModelExplanation("ensemble", family="ensemble", map_method="occlusion")
     image_size = tuple(cache["images"].shape[1:])
-    loaded = {name: _usable_folds(name, fold_runs, image_size, device, result.problems)
-              for name, fold_runs in members.items()}
+    csv_images = CsvImages(paths)
+    loaded = {name: _usable_folds(name, fold_runs, image_size, device, result.problems,
+                                  csv_images) for name, fold_runs in members.items()}
     complete = set.intersection(*(set(folds_) for folds_ in loaded.values())) if loaded else set()
     if members and not complete:
         result.problems.append("ensemble: no fold that every member can predict, not explained")
@@ -327,8 +378,10 @@ def explain_ensemble(members: dict[str, dict[int, Path]], cache: dict[str, np.nd
         fold, i = fold_of[sample_id], position[sample_id]
         image = cache["images"][i].astype(np.float32)
         flag = int(cache["derivatized"][i])
-        predict = ensemble_predictor([loaded[name][fold].predictor(flag, device)
-                                      for name in members])
+        fold_models = [loaded[name][fold] for name in members]
+        predict = ensemble_predictor([
+            model.predictor(flag, device, image, csv_images(sample_id) if model.from_csv
+                            else None) for model in fold_models])
         refine = [LABELS.index(label) for label, ids in result.picked.items()
                   if sample_id in ids]
         result.probs[sample_id] = 1 / (1 + np.exp(-predict(image[None])[0]))

@@ -21,6 +21,9 @@ so each contribution is put back on the cells it was computed from:
   column's cells;
 - ion_time_stats' row statistics like mass_stats': ``m<mass>_max`` on the row's argmax cell,
   ``m<mass>_mean`` and ``m<mass>_std`` over the row by intensity;
+- the statistics of a CSV kind (ion_time_csv: the same names, from the sample's 600 x 500
+  CSV image) likewise, each of its 500 time steps on the column at the same fraction of the
+  run; m/z beyond the cached image's rows are left out;
 - a statistic of an empty row or band (all zeros) spread evenly over its cells;
 - the derivatized flag has no m/z row and is left out.
 
@@ -98,14 +101,16 @@ def contribution_method(learner: str) -> str:
 
 
 def contributions_to_grid(contributions: np.ndarray, names: list[str], image: np.ndarray,
-                          n_bands: int) -> np.ndarray:
+                          n_bands: int, steps: int | None = None) -> np.ndarray:
     """One sample's per-feature contributions put back on the cells they were computed from
     (see the module docstring).
 
     contributions: (F,) or (L, F) for L labels; names: (F,) lib.data.features names (any kind);
     image: (m, t) the cached image the features came from; n_bands: the features' number of
-    time bands. Returns (m, t) or (L, m, t) float32; the sum over cells is the sum of the
-    contributions of the m/z and total-ion features (derivatized left out).
+    time bands; steps: for features of a CSV kind (lib.data.third_place), their number of time
+    steps: step s of ``t<s>_...`` goes on column s * t // steps, and row statistics of m/z at
+    or above m are left out. Returns (m, t) or (L, m, t) float32; the sum over cells is the sum
+    of the contributions of the m/z and total-ion features on the grid (derivatized left out).
     """
     contributions = np.asarray(contributions, dtype=np.float64)
     single = contributions.ndim == 1
@@ -119,6 +124,8 @@ def contributions_to_grid(contributions: np.ndarray, names: list[str], image: np
         tic, column = _TIC.match(name), _COLUMN.match(name)
         if tic or column:  # every row's cells of the band or column, by intensity
             lo = edges[int(tic.group(1))] if tic else int(column.group(1))
+            if column and steps:
+                lo = lo * t_bins // steps
             hi = edges[int(tic.group(1)) + 1] if tic else lo + 1
             cells = image[:, lo:hi].astype(np.float64)
             total = cells.sum()

@@ -1,5 +1,5 @@
 """Occlusion: how much a model's logit drops when bands of the image are blanked, for any
-predictor (a CNN, a feature model, an ensemble's mean logit)."""
+predictor (a CNN, a feature model, one of a CSV kind, an ensemble's mean logit)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from lib.core.logits import LOGIT_CLIP
 from lib.core.schema import N_LABELS
 from lib.data.features import image_features
+from lib.data.third_place import IONS, ion_time_features, log_scale
 from lib.models.cnn import GcmsNet
 from lib.models.feature_models import FeatureModel, predict_feature_logits
 from lib.train.device import DeviceImages
@@ -44,6 +45,30 @@ def feature_predictor(model: FeatureModel, derivatized: int) -> Predictor:
                                      kind=model.config["features"],
                                      n_bands=model.config["n_bands"])
         return predict_feature_logits(model, features)
+
+    return predict
+
+
+def csv_feature_predictor(model: FeatureModel, csv_image: np.ndarray, reference: np.ndarray,
+                          derivatized: int) -> Predictor:
+    """(B, m, t) cached images -> (B, 9) logits of a feature model of a CSV kind (its features
+    come from the sample's CSV image, lib.data.third_place, not from the cached one).
+
+    csv_image: (IONS, STEPS) the sample's intensity_image; reference: (m, t) its cached image.
+    An m/z row that is empty in a given image but not in the reference (occlusion emptied it)
+    is emptied in the CSV image too before its features are computed, so occlusion means the
+    same m/z gone for every member of an ensemble; m/z at or above the cache's m are never
+    emptied."""
+    lit = np.asarray(reference).any(axis=1)[:IONS]
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        rows = []
+        for image in np.asarray(images):
+            emptied = lit & ~image.any(axis=1)[:IONS]
+            occluded = csv_image.copy()
+            occluded[:len(emptied)][emptied] = 0
+            rows.append(ion_time_features(log_scale(occluded), bool(derivatized)))
+        return predict_feature_logits(model, np.stack(rows))
 
     return predict
 
