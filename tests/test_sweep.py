@@ -99,7 +99,7 @@ def test_overrides_of_a_mixed_plan_reach_the_runs_that_have_them(tmp_path, capsy
     skipped = check_parameters(specs, {"epochs": 1, "seed": 3})
     assert skipped == {"epochs": ["features_lr/logistic/fold0_seed0",
                                   "features_mlp/mlp/fold0_seed0",
-                                  "features_ion_time/mlp/fold0_seed0"]}
+                                  "features_ion_time_csv/mlp/fold0_seed0"]}
     cnn, features = specs[0], specs[1]
     assert run_parameters(cnn, {"epochs": 1})["epochs"] == 1
     assert "epochs" not in run_parameters(features, {"epochs": 1})
