@@ -233,7 +233,10 @@ def test_a_truncated_mlp_file_is_refused(tmp_path):
     (dict(learning_rate=-0.1), r"learning_rate must be a finite number above 0, got -0.1"),
     (dict(n_estimators=0), r"n_estimators must be a whole number of at least 1, got 0"),
     (dict(activation="tanh"), "activation must be one of"),
-    (dict(backbone="logistic", features="mass_stats"), "the logistic regression takes log10"),
+    (dict(backbone="logistic", features="mass_stats"),
+     r"'mass_stats' is not for the logistic regression, which takes log10 of the band kinds"),
+    (dict(backbone="logistic", features="ion_time_csv"),
+     r"'ion_time_csv' is not for the logistic regression"),
 ])
 def test_bad_mlp_settings_are_refused_naming_the_parameter(changes, message):
     with pytest.raises(ValueError, match=message):

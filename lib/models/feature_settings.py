@@ -73,8 +73,8 @@ class FeatureSettings:
         if self.features not in FEATURE_KINDS:
             raise ValueError(f"features must be one of {FEATURE_KINDS}, got {self.features!r}")
         if self.learner == "logistic" and self.features not in NON_NEGATIVE_KINDS:
-            raise ValueError(f"features {self.features!r} has negative values; the logistic "
-                             f"regression takes log10 of {NON_NEGATIVE_KINDS}")
+            raise ValueError(f"features {self.features!r} is not for the logistic regression, "
+                             f"which takes log10 of the band kinds {NON_NEGATIVE_KINDS} only")
         for name, bounds in NUMBER_BOUNDS.items():
             check_number(name, getattr(self, name), **bounds)
         hidden = self.hidden if isinstance(self.hidden, (list, tuple)) else None
