@@ -194,19 +194,29 @@ def test_a_run_of_03b_that_04_reproduces_and_06_names(tmp_path):
                                 coarse=0, paths=paths)
     for sample_id, drops in ensemble.drops.items():  # one member: the ensemble is that model
         np.testing.assert_allclose(drops, result.drops[sample_id], atol=1e-5)
+    # 06 itself, on a cache folder where no image cache was built (only 03b of this run ran)
+    pm.execute_notebook(str(REPO_ROOT / "notebooks" / "06_explain.ipynb"),
+                        str(tmp_path / "06.ipynb"),
+                        parameters=dict(plan="", run_dirs=[str(run_dir)],
+                                        data_dir=str(data_dir), cache_dir=str(cache_dir),
+                                        n_model_samples=1, device="cpu"),
+                        kernel_name="python3", progress_bar=False)
+    executed = (tmp_path / "06.ipynb").read_text()
+    assert f"{name}: feature, " in executed and "maps (integrated gradients" in executed
+    assert len(list(cache_dir.rglob("images_m64_t96.npz"))) == 1  # 06 built its grid
 
 
 def test_occlusion_empties_the_same_mz_in_the_csv_image():
-    """Emptying cached row 3 gives the model's logits of the CSV image with ion 3 emptied; an
-    image with only an already empty row emptied gives the unchanged logits."""
+    """Emptying cached row 3 gives the model's logits of the CSV image with ion 3 emptied; the
+    unoccluded image gives those of the whole CSV image, ion 5 included although the cache's
+    row 5 is empty (a row empty in the cache itself is not an occlusion)."""
     rng = np.random.default_rng(0)
     x = rng.random((24, N_FEATURES)).astype(np.float32)
     labels = (rng.random((24, len(LABELS))) > 0.5).astype(float)
     settings = FeatureSettings(learner="mlp", features="ion_time_csv", hidden=[8],
                                mlp_epochs=2, threads=1)
     model = fit_feature_model(x, labels, settings, seed=0)
-    csv_image = rng.random((IONS, STEPS))
-    csv_image[5] = 0
+    csv_image = rng.random((IONS, STEPS))  # row 5 is lit here but empty in the cache
     reference = np.ones((8, 4), dtype=np.float32)
     reference[5] = 0
     predict = csv_feature_predictor(model, csv_image, reference, derivatized=1)
@@ -223,8 +233,8 @@ def test_occlusion_empties_the_same_mz_in_the_csv_image():
 
 
 def test_contributions_of_csv_features_go_on_the_cached_grid():
-    """Step s of 500 goes on column s * t // 500 by intensity; ions past the cache's rows and
-    the derivatized flag are left out."""
+    """Step s of 500 goes on column s * t // 500 by intensity; ions past the cache's rows,
+    helium and the derivatized flag are left out."""
     names = feature_names()
     image = np.zeros((8, 4), dtype=np.float32)
     image[2, 3], image[6, 3] = 1.0, 3.0
@@ -233,6 +243,7 @@ def test_contributions_of_csv_features_go_on_the_cached_grid():
     values[names.index("t10_mean")] = 2.0  # column 0: empty, spread evenly over its 8 cells
     values[names.index("m6_max")] = 1.0  # row 6's argmax
     values[names.index("m300_mean")] = 5.0  # past the 8 rows
+    values[names.index("m4_max")] = 6.0  # helium: not in the cached image
     values[names.index("derivatized")] = 7.0
     grid = contributions_to_grid(values, names, image, n_bands=4, steps=STEPS)
     assert grid[2, 3] == pytest.approx(1.0) and grid[6, 3] == pytest.approx(3.0 + 1.0)

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from lib.data.dataset import read_sample
-from lib.data.images import cache_fingerprint, cache_path, cached_arrays
+from lib.data.images import RENDER_VERSION, cache_fingerprint, cache_path, cached_arrays
 
 IONS = 600  # integer m/z 0..599 in the image
 FEATURE_IONS = 500  # the first 500 of them make the features
@@ -39,9 +39,13 @@ STEPS = 500
 PERCENTILE = 99.8
 SMOOTH_TIMES = 2
 N_FEATURES = FEATURE_IONS * 3 + FEATURE_IONS * 2 + 1
-LOG_FLOOR = 1e-4  # ion_time_csv: the log's floor, relative to the sample image's maximum
+# ion_time_csv: the log's floor, relative to the sample image's maximum (most often helium's,
+# m/z 4, which the 3rd place's image keeps)
+LOG_FLOOR = 1e-4
 KINDS = ("third_place", "ion_time_csv")  # sqrt and uint8 (the recipe), or the log scale
-CSV_VERSION = "ion_time_csv 1"  # bump when log_ion_image changes: cached matrices are rebuilt
+# Bump when ion_image, log_scale, ion_time_features or their constants change; the cache's
+# fingerprint also holds RENDER_VERSION, bumped when read_sample's repairs change.
+CSV_VERSION = "ion_time_csv 2"  # 2: log_scale divides by the peak first (no underflow)
 
 
 def resample_max(values: np.ndarray, length: int = STEPS) -> np.ndarray:
@@ -108,7 +112,7 @@ def log_scale(image: np.ndarray, floor: float = LOG_FLOOR) -> np.ndarray:
     peak = image.max()
     if peak <= 0:
         return np.zeros(image.shape)
-    values = np.log10(1 + image / (floor * peak))
+    values = np.log10(1 + image / peak / floor)  # not floor * peak: it underflows for tiny peaks
     top = np.percentile(values, PERCENTILE)
     return np.minimum(values / (top if top > 0 else values.max()), 1)
 
@@ -162,8 +166,11 @@ def ion_time_csv_cache(metadata: pd.DataFrame, folder: str | Path,
     """The "ion_time_csv" features of every sample of ``metadata`` (Competition.metadata rows),
     kept in folder/ion_time_csv_m600_t500.npz and reused while the samples' files and the
     recipe (CSV_VERSION) are unchanged (lib.data.images.cached_arrays: built once, whole or
-    absent). Returns sample_ids (N,) str, features (N, N_FEATURES) float32, fingerprint."""
-    fingerprint = cache_fingerprint(metadata, IONS, STEPS, version=CSV_VERSION)
+    absent). ``workers`` processes build it (default: every core; only the first of the runs
+    that start together builds it). Returns sample_ids (N,) str, features (N, N_FEATURES)
+    float32, fingerprint."""
+    fingerprint = cache_fingerprint(metadata, IONS, STEPS,
+                                    version=f"{RENDER_VERSION} {CSV_VERSION}")
     return cached_arrays(
         cache_path(folder, IONS, STEPS, kind="ion_time_csv"), fingerprint,
         lambda: {"sample_ids": metadata["sample_id"].to_numpy(dtype=str),

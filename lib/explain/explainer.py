@@ -167,17 +167,22 @@ class _FoldModel:
 
 
 class CsvImages:
-    """The samples' CSV images (lib.data.third_place.intensity_image, (IONS, STEPS)), read when
-    first asked for: the inputs of feature models of a CSV kind. paths: {sample_id: CSV file}."""
+    """The samples' CSV images (lib.data.third_place.intensity_image, (IONS, STEPS) float64,
+    2.4 MB each): the inputs of feature models of a CSV kind. paths: {sample_id: CSV file};
+    keep: hold each image once read (for a sample used again), else read it at every call."""
 
-    def __init__(self, paths: dict[str, str | Path] | None = None):
+    def __init__(self, paths: dict[str, str | Path] | None = None, keep: bool = True):
         self.paths = dict(paths or {})
+        self.keep = keep
         self._images: dict[str, np.ndarray] = {}
 
     def __call__(self, sample_id: str) -> np.ndarray:
-        if sample_id not in self._images:
-            self._images[sample_id] = intensity_image(read_sample(self.paths[sample_id])[0])
-        return self._images[sample_id]
+        if sample_id in self._images:
+            return self._images[sample_id]
+        image = intensity_image(read_sample(self.paths[sample_id])[0])
+        if self.keep:
+            self._images[sample_id] = image
+        return image
 
 
 def _load_fold(run_dir: Path, image_size: tuple[int, int], device: torch.device,
@@ -364,7 +369,7 @@ def explain_ensemble(members: dict[str, dict[int, Path]], cache: dict[str, np.nd
     device = torch.device(device)
     result = ModelExplanation("ensemble", family="ensemble", map_method="occlusion")
     image_size = tuple(cache["images"].shape[1:])
-    csv_images = CsvImages(paths)
+    csv_images = CsvImages(paths, keep=False)  # each sample is occluded once
     loaded = {name: _usable_folds(name, fold_runs, image_size, device, result.problems,
                                   csv_images) for name, fold_runs in members.items()}
     complete = set.intersection(*(set(folds_) for folds_ in loaded.values())) if loaded else set()

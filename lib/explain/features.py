@@ -22,8 +22,10 @@ so each contribution is put back on the cells it was computed from:
 - ion_time_stats' row statistics like mass_stats': ``m<mass>_max`` on the row's argmax cell,
   ``m<mass>_mean`` and ``m<mass>_std`` over the row by intensity;
 - the statistics of a CSV kind (ion_time_csv: the same names, from the sample's 600 x 500
-  CSV image) likewise, each of its 500 time steps on the column at the same fraction of the
-  run; m/z beyond the cached image's rows are left out;
+  CSV image) likewise, its step s of 500 on column s * t // 500. A step is a fraction of
+  each ion's readings, a column one of the run's time, so the columns match where the ions
+  are read evenly over the run (the usual scan); m/z beyond the cached image's rows, and
+  helium (m/z 4, which the cached image leaves out), are left out;
 - a statistic of an empty row or band (all zeros) spread evenly over its cells;
 - the derivatized flag has no m/z row and is left out.
 
@@ -38,7 +40,7 @@ import re
 import numpy as np
 import torch
 
-from lib.core.schema import N_LABELS
+from lib.core.schema import HELIUM_MASS, N_LABELS
 from lib.models.feature_models import FeatureModel, mlp_networks, model_inputs, parsed_booster
 
 _NAME = re.compile(r"^m(\d+)_(max|area)_b(\d+)$|^m(\d+)_(peak_time)$")
@@ -109,8 +111,9 @@ def contributions_to_grid(contributions: np.ndarray, names: list[str], image: np
     image: (m, t) the cached image the features came from; n_bands: the features' number of
     time bands; steps: for features of a CSV kind (lib.data.third_place), their number of time
     steps: step s of ``t<s>_...`` goes on column s * t // steps, and row statistics of m/z at
-    or above m are left out. Returns (m, t) or (L, m, t) float32; the sum over cells is the sum
-    of the contributions of the m/z and total-ion features on the grid (derivatized left out).
+    or above m and of helium (HELIUM_MASS, not in the cached image) are left out. Returns
+    (m, t) or (L, m, t) float32; the sum over cells is the sum of the contributions of the m/z
+    and total-ion features on the grid (derivatized left out).
     """
     contributions = np.asarray(contributions, dtype=np.float64)
     single = contributions.ndim == 1
@@ -144,7 +147,7 @@ def contributions_to_grid(contributions: np.ndarray, names: list[str], image: np
         else:
             mass, stat, band = int(match.group(1)), match.group(2), int(match.group(3))
             lo, hi = edges[band], edges[band + 1]
-        if mass >= m_bins:
+        if mass >= m_bins or (steps and mass == HELIUM_MASS):
             continue
         cells = image[mass, lo:hi].astype(np.float64)
         weights = np.zeros(hi - lo)

@@ -76,6 +76,21 @@ def run_config(run_dir: Path) -> dict:
     raise FileNotFoundError(f"{run_dir}: holds neither {CHECKPOINT} nor {FEATURE_MODEL}")
 
 
+def image_size(run_dirs: list[Path]) -> tuple[int, int]:
+    """(m_bins, t_bins) of the images the finished runs in ``run_dirs`` need: those of the
+    first run that reads the cached image. Feature models of a CSV kind read none, so runs of
+    only such models give the first run's recorded size."""
+    first = None
+    for run_dir in run_dirs:
+        config = run_config(run_dir)
+        first = first or config
+        if config.get("features") not in CSV_KINDS:
+            return int(config["m_bins"]), int(config["t_bins"])
+    if first is None:
+        raise ValueError("no run folder to take the image size from")
+    return int(first["m_bins"]), int(first["t_bins"])
+
+
 def load_run_model(run_dir: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """The best checkpoint of a finished run as an eval-mode model, and its config;
     ModelMismatchError (lib.train.checkpoint) when the folder's model file is not the run's."""
