@@ -16,9 +16,9 @@ square root real).
 The same statistics on a log scale make the feature kind "ion_time_csv" (log_ion_image): the
 image of the raw intensity at the same resolution (resampled, smoothed twice), then
 v = log10(1 + image / (LOG_FLOOR * the image's maximum)), divided by v's 99.8th percentile and
-clipped at 1, kept as floats. The floor, 1e-4 of the sample's peak, was chosen by 5-fold CV on
-a `medium` folder of seed 11 among 1e-3 .. 1e-8 (docs/families.md). Its matrix over a
-competition folder is cached beside the image caches (ion_time_csv_cache).
+clipped at 1, kept as floats. The floor, 1e-4 of the sample's peak (most often helium's), was
+chosen by 5-fold CV on a `medium` folder of seed 11 among 1e-3 .. 1e-6 (docs/families.md). Its
+matrix over a competition folder is cached beside the image caches (ion_time_csv_cache).
 """
 
 from __future__ import annotations
