@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import papermill as pm
 import pytest
 import yaml
 
+from lib.core.paths import REPO_ROOT
 from lib.core.schema import LABELS
+from lib.runs.run_folder import read_logits
 
 
 def write_run(path: Path, rng: np.random.Generator, n_scans: int = 40,
@@ -69,3 +72,19 @@ def make_tiny_plan(tmp_path: Path):
             dict(params=str(params), backbone="test_efficientnet", seed=s) for s in seeds])))
         return plan
     return write
+
+
+def assert_04_reproduces(run_dir: Path, data_dir: Path, cache_dir: Path, work: Path) -> None:
+    """Execute 04_predict on one finished run (outputs in ``work``): its predictions for the
+    val and test samples are the sigmoid of the run's own test logits."""
+    out_csv = work / "predictions.csv"
+    pm.execute_notebook(str(REPO_ROOT / "notebooks" / "04_predict.ipynb"), str(work / "04.ipynb"),
+                        parameters=dict(runs_glob=str(run_dir), data_dir=str(data_dir),
+                                        cache_dir=str(cache_dir), output_csv=str(out_csv),
+                                        device="cpu"),
+                        kernel_name="python3", progress_bar=False)
+    predicted = pd.read_csv(out_csv).set_index("sample_id")
+    assert list(predicted.columns) == list(LABELS)
+    logits = read_logits(Path(run_dir) / "test_logits.csv").loc[predicted.index]
+    np.testing.assert_allclose(predicted.to_numpy(), 1 / (1 + np.exp(-logits.to_numpy())),
+                               atol=1e-5)

@@ -9,14 +9,14 @@ import dataclasses
 import json
 
 import numpy as np
-import pandas as pd
 import papermill as pm
 import pytest
 import yaml
+from conftest import assert_04_reproduces
 
 from lib.core.metrics import NonFiniteLossError
 from lib.core.paths import REPO_ROOT
-from lib.core.schema import LABELS, N_LABELS
+from lib.core.schema import N_LABELS
 from lib.data.features import image_features, n_features
 from lib.explain import features as explain_features
 from lib.models.feature_models import fit_feature_model, predict_feature_logits
@@ -24,7 +24,7 @@ from lib.models.feature_settings import FeatureSettings, feature_settings
 from lib.models.mlp import build_mlp, mlp_shapes
 from lib.models.model_file import ModelFileError, load_feature_model, save_feature_model
 from lib.runs.plans import PlanError, check_parameters, check_runs, expand_plan, load_plan
-from lib.runs.run_folder import FEATURE_MODEL, is_done, read_logits, read_metrics
+from lib.runs.run_folder import FEATURE_MODEL, is_done, read_metrics
 from lib.synthetic import generate
 
 TINY_MLP = dict(hidden=[16], mlp_epochs=30, mlp_lr=1e-2, mlp_batch_size=8, threads=1)
@@ -342,18 +342,7 @@ def test_feature_notebook_trains_an_mlp_run_that_04_reproduces(tmp_path):
     assert load_feature_model(run_dir / FEATURE_MODEL).config["run"] == dict(  # what it is
         name="features_mlp", backbone="mlp", fold=1, seed=0,
         data_fingerprint=metrics["data_fingerprint"])
-    out_csv = tmp_path / "predictions.csv"
-    pm.execute_notebook(str(REPO_ROOT / "notebooks" / "04_predict.ipynb"),
-                        str(tmp_path / "04.ipynb"),
-                        parameters=dict(runs_glob=str(run_dir), data_dir=str(data_dir),
-                                        cache_dir=str(tmp_path / "cache"),
-                                        output_csv=str(out_csv), device="cpu"),
-                        kernel_name="python3", progress_bar=False)
-    predicted = pd.read_csv(out_csv).set_index("sample_id")
-    assert list(predicted.columns) == list(LABELS)
-    logits = read_logits(run_dir / "test_logits.csv").loc[predicted.index]
-    np.testing.assert_allclose(predicted.to_numpy(), 1 / (1 + np.exp(-logits.to_numpy())),
-                               atol=1e-5)
+    assert_04_reproduces(run_dir, data_dir, tmp_path / "cache", tmp_path)
 
 
 # ---- a diverged network is a failed run --------------------------------------------------------

@@ -11,6 +11,7 @@ import pandas as pd
 import papermill as pm
 import pytest
 import yaml
+from conftest import assert_04_reproduces
 
 from lib.core.paths import REPO_ROOT
 from lib.core.schema import LABELS
@@ -24,9 +25,9 @@ from lib.data.third_place import (
     N_FEATURES,
     STEPS,
     feature_names,
+    intensity_image,
     ion_time_csv_cache,
     ion_time_features,
-    log_ion_image,
     log_scale,
     third_place_features,
     third_place_image,
@@ -51,19 +52,24 @@ def hand_made_run(scans: int = 1000) -> pd.DataFrame:
     return pd.DataFrame(dict(time=times, mass=masses, intensity=intensity))
 
 
+def log_image(frame: pd.DataFrame) -> np.ndarray:
+    """The log-scaled CSV image the ion_time_csv features are taken of."""
+    return log_scale(intensity_image(frame))
+
+
 def test_the_log_image_of_a_hand_made_run():
     """The peak is 100^2, so v_i = log10(1 + (i + 1)^2 / (1e-4 * 1e4)); the 99.8th percentile
     of the 600 x 500 cells falls in row 98 (the top 0.2 % are row 99 and 100 cells of row 98),
     so row i is v_i / v_98, clipped at 1, at every step; rows 100.. stay 0."""
-    image = log_ion_image(hand_made_run())
+    image = log_image(hand_made_run())
     assert image.shape == (IONS, STEPS) and LOG_FLOOR == 1e-4
     rows = np.log10(1 + (np.arange(100) + 1.0) ** 2)
     expected = np.minimum(rows / rows[98], 1)
     np.testing.assert_allclose(image[:100], np.repeat(expected[:, None], STEPS, axis=1),
                                rtol=1e-12)
     assert not image[100:].any()
-    assert not log_ion_image(hand_made_run().assign(intensity=0.0)).any()  # no peak: all 0
-    sparse = log_ion_image(pd.DataFrame(dict(time=[0.0, 0.1], mass=[18.0, 18.0],
+    assert not log_image(hand_made_run().assign(intensity=0.0)).any()  # no peak: all 0
+    sparse = log_image(pd.DataFrame(dict(time=[0.0, 0.1], mass=[18.0, 18.0],
                                              intensity=[5.0, 0.0])))
     assert sparse.max() == 1 and 0 < (sparse > 0).sum() < 600  # under 0.2 % of cells lit
 
@@ -71,7 +77,7 @@ def test_the_log_image_of_a_hand_made_run():
 def test_the_log_scale_lifts_small_peaks_the_square_root_leaves_near_zero():
     """Ion 0 at 1/10,000 of the peak: under 1 % of the scale under sqrt (2 of 255), 7.5 %
     on the log (log10(2) / log10(9802))."""
-    log_row = log_ion_image(hand_made_run())[0, 0]
+    log_row = log_image(hand_made_run())[0, 0]
     sqrt_row = third_place_image(hand_made_run())[0, 0] / 255
     assert sqrt_row < 0.01 < 0.07 < log_row
 
@@ -158,18 +164,7 @@ def test_a_run_of_03b_that_04_reproduces_and_06_names(tmp_path):
     assert metrics["n_features"] == N_FEATURES and np.isfinite(metrics["best_oof_loss"])
     assert len(list(cache_dir.rglob(f"ion_time_csv_m{IONS}_t{STEPS}.npz"))) == 1
     assert not list(cache_dir.rglob("images_m64_t96.npz"))  # no image cache needed
-    out_csv = tmp_path / "predictions.csv"
-    pm.execute_notebook(str(REPO_ROOT / "notebooks" / "04_predict.ipynb"),
-                        str(tmp_path / "04.ipynb"),
-                        parameters=dict(runs_glob=str(run_dir), data_dir=str(data_dir),
-                                        cache_dir=str(cache_dir), output_csv=str(out_csv),
-                                        device="cpu"),
-                        kernel_name="python3", progress_bar=False)
-    predicted = pd.read_csv(out_csv).set_index("sample_id")
-    assert list(predicted.columns) == list(LABELS)
-    logits = read_logits(run_dir / "test_logits.csv").loc[predicted.index]
-    np.testing.assert_allclose(predicted.to_numpy(), 1 / (1 + np.exp(-logits.to_numpy())),
-                               atol=1e-5)
+    assert_04_reproduces(run_dir, data_dir, cache_dir, tmp_path)
     data = load_competition(data_dir)
     folds = load_or_make_folds(tmp_path / "folds", data.train_labels)
     images = build_image_cache(data.metadata, cache_path(tmp_path / "img", 64, 96), m_bins=64,

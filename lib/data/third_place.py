@@ -13,7 +13,7 @@ Differs from the recipe only where the data needs it: readings are those of
 lib.data.dataset.read_sample (NaN intensities 0, negative ones clipped to 0, which keeps the
 square root real).
 
-The same statistics on a log scale make the feature kind "ion_time_csv" (log_ion_image): the
+The same statistics on a log scale make the feature kind "ion_time_csv" (log_features): the
 image of the raw intensity at the same resolution (resampled, smoothed twice), then
 v = log10(1 + image / (LOG_FLOOR * the image's maximum)), divided by v's 99.8th percentile and
 clipped at 1, kept as floats. The floor, 1e-4 of the sample's peak (most often helium's), was
@@ -117,9 +117,6 @@ def log_scale(image: np.ndarray, floor: float = LOG_FLOOR) -> np.ndarray:
     return np.minimum(values / (top if top > 0 else values.max()), 1)
 
 
-def log_ion_image(frame: pd.DataFrame, floor: float = LOG_FLOOR) -> np.ndarray:
-    """One sample -> (IONS, STEPS) float in [0, 1]: log_scale of its intensity_image."""
-    return log_scale(intensity_image(frame), floor)
 
 
 def ion_time_features(image: np.ndarray, derivatized: bool) -> np.ndarray:
@@ -130,6 +127,12 @@ def ion_time_features(image: np.ndarray, derivatized: bool) -> np.ndarray:
     return np.concatenate([part.mean(axis=1), part.max(axis=1), part.std(axis=1),
                            part.mean(axis=0), part.std(axis=0),
                            [float(derivatized)]]).astype(np.float32)
+
+
+def log_features(image: np.ndarray, derivatized: bool) -> np.ndarray:
+    """(IONS, STEPS) intensity_image -> (N_FEATURES,) float32: the "ion_time_csv" features,
+    ion_time_features of its log_scale."""
+    return ion_time_features(log_scale(image), derivatized)
 
 
 def third_place_features(image: np.ndarray, derivatized: bool) -> np.ndarray:
@@ -149,7 +152,7 @@ def third_place_matrix(paths, derivatized, workers: int | None = None,
                        kind: str = "third_place") -> np.ndarray:
     """The features of every sample CSV in ``paths`` (n,) with its derivatized flag (n,), in
     parallel processes -> (n, N_FEATURES) float32. kind "third_place": third_place_features of
-    third_place_image (the recipe); "ion_time_csv": ion_time_features of log_ion_image.
+    third_place_image (the recipe); "ion_time_csv": log_features of intensity_image.
     DataError names a bad file."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -182,5 +185,5 @@ def _features_of_file(task: tuple[str, bool, str]) -> np.ndarray:
     path, derivatized, kind = task
     frame, _ = read_sample(path)
     if kind == "ion_time_csv":
-        return ion_time_features(log_ion_image(frame), derivatized)
+        return log_features(intensity_image(frame), derivatized)
     return third_place_features(third_place_image(frame), derivatized)

@@ -34,13 +34,7 @@ import torch
 from lib.core.schema import LABELS
 from lib.data.dataset import read_sample
 from lib.data.features import CSV_KINDS, image_features
-from lib.data.third_place import (
-    STEPS,
-    feature_names,
-    intensity_image,
-    ion_time_features,
-    log_scale,
-)
+from lib.data.third_place import STEPS, feature_names, intensity_image, log_features
 from lib.explain.cam import CAM_METHODS, TargetLayerError, cam_maps, default_cam
 from lib.explain.features import contribution_method, contributions_to_grid, feature_contributions
 from lib.explain.occlusion import (
@@ -314,7 +308,7 @@ def _add_maps(result: ModelExplanation, fold_model: _FoldModel, wanted: dict[str
         config = fold_model.config
         steps = STEPS if fold_model.from_csv else None
         if fold_model.from_csv:
-            features = np.stack([ion_time_features(log_scale(csv_images(s)), bool(flag))
+            features = np.stack([log_features(csv_images(s), bool(flag))
                                  for s, flag in zip(ids, flags)])
             names = feature_names()
         else:

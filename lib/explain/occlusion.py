@@ -11,7 +11,7 @@ import torch
 from lib.core.logits import LOGIT_CLIP
 from lib.core.schema import N_LABELS
 from lib.data.features import image_features
-from lib.data.third_place import IONS, ion_time_features, log_scale
+from lib.data.third_place import IONS, log_features
 from lib.models.cnn import GcmsNet
 from lib.models.feature_models import FeatureModel, predict_feature_logits
 from lib.train.device import DeviceImages
@@ -67,7 +67,7 @@ def csv_feature_predictor(model: FeatureModel, csv_image: np.ndarray, reference:
             emptied = lit & ~image.any(axis=1)[:IONS]
             occluded = csv_image.copy()
             occluded[:len(emptied)][emptied] = 0
-            rows.append(ion_time_features(log_scale(occluded), bool(derivatized)))
+            rows.append(log_features(occluded, bool(derivatized)))
         return predict_feature_logits(model, np.stack(rows))
 
     return predict
