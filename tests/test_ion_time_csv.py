@@ -15,7 +15,7 @@ from conftest import assert_04_reproduces
 
 from lib.core.paths import REPO_ROOT
 from lib.core.schema import LABELS
-from lib.data.dataset import DataError, load_competition
+from lib.data.dataset import DataError, load_competition, read_sample
 from lib.data.features import image_features, n_features
 from lib.data.folds import load_or_make_folds
 from lib.data.images import build_image_cache, cache_path
@@ -28,10 +28,13 @@ from lib.data.third_place import (
     intensity_image,
     ion_time_csv_cache,
     ion_time_features,
+    log_features,
     log_scale,
+    stretch_time,
     third_place_features,
     third_place_image,
     third_place_matrix,
+    with_stretched_copies,
 )
 from lib.explain.explainer import explain_ensemble, explain_model
 from lib.explain.features import contributions_to_grid
@@ -125,6 +128,43 @@ def test_the_folder_cache_is_built_once_and_rebuilt_when_a_file_changes(competit
     np.testing.assert_array_equal(changed["features"][1:], cache["features"][1:])
 
 
+def test_stretching_time_moves_a_peak_and_keeps_the_image_size():
+    image = np.zeros((3, STEPS))
+    image[1, 100] = 8.0
+    image[2] = np.arange(STEPS)  # a ramp: its last step is what a shrunk image repeats
+    np.testing.assert_array_equal(stretch_time(image, 1.0), image)
+    longer, shorter = stretch_time(image, 1.25), stretch_time(image, 0.8)
+    assert longer.shape == shorter.shape == image.shape
+    assert np.argmax(longer[1]) == 125 and longer[1, 125] == 8.0  # 125 / 1.25 = step 100
+    assert np.argmax(shorter[1]) == 80 and shorter[1, 80] == 8.0
+    assert longer[1, 124] == pytest.approx(8.0 * 0.2)  # 124 / 1.25 = 99.2: a fifth of the way
+    np.testing.assert_allclose(longer[2], np.arange(STEPS) / 1.25)
+    assert shorter[2, -1] == shorter[2, 400] == STEPS - 1  # past 499 * 0.8: the last step
+
+
+def test_the_cache_with_stretches_holds_each_stretched_image_s_features(competition_dir,
+                                                                        tmp_path):
+    metadata = load_competition(competition_dir).metadata
+    plain = ion_time_csv_cache(metadata, tmp_path / "cache", workers=1)
+    cache = ion_time_csv_cache(metadata, tmp_path / "cache", workers=1, stretches=(0.8, 1.25))
+    assert (tmp_path / "cache" / f"ion_time_csv_x0.8_1.25_m{IONS}_t{STEPS}.npz").is_file()
+    assert cache["stretched"].shape == (2, len(metadata), N_FEATURES)
+    np.testing.assert_array_equal(cache["features"], plain["features"])
+    frame, _ = read_sample(metadata["path"].iloc[2])
+    flag = bool(metadata["derivatized"].iloc[2])
+    for view, factor in zip(cache["stretched"], (0.8, 1.25), strict=True):
+        np.testing.assert_allclose(view[2], log_features(
+            stretch_time(intensity_image(frame), factor), flag), rtol=1e-6)
+    # a stretch moves the chromatogram (the per-step statistics, from feature 1500 on)
+    assert not np.allclose(cache["stretched"][1, 2, 1500:], cache["features"][2, 1500:])
+    labels = np.arange(2 * 9).reshape(2, 9)
+    x, y = with_stretched_copies(cache["features"], cache["stretched"], [4, 1], labels)
+    assert x.shape == (6, N_FEATURES) and y.shape == (6, 9)
+    np.testing.assert_array_equal(x[[0, 1]], cache["features"][[4, 1]])
+    np.testing.assert_array_equal(x[[4, 5]], cache["stretched"][1][[4, 1]])
+    np.testing.assert_array_equal(y, np.concatenate([labels] * 3))
+
+
 def test_a_bad_csv_is_named_and_leaves_no_cache(competition_dir, tmp_path):
     metadata = load_competition(competition_dir).metadata
     bad = metadata["path"].iloc[3]
@@ -162,7 +202,9 @@ def test_a_run_of_03b_that_04_reproduces_and_06_names(tmp_path):
     assert is_done(run_dir)
     metrics = read_metrics(run_dir)
     assert metrics["n_features"] == N_FEATURES and np.isfinite(metrics["best_oof_loss"])
-    assert len(list(cache_dir.rglob(f"ion_time_csv_m{IONS}_t{STEPS}.npz"))) == 1
+    stretches = "_".join(f"{factor:g}" for factor in params["time_stretch"])
+    assert len(list(cache_dir.rglob(f"ion_time_csv_x{stretches}_m{IONS}_t{STEPS}.npz"))) == 1
+    assert metrics["parameters"]["time_stretch"] == params["time_stretch"]
     assert not list(cache_dir.rglob("images_m64_t96.npz"))  # no image cache needed
     assert_04_reproduces(run_dir, data_dir, cache_dir, tmp_path)
     data = load_competition(data_dir)

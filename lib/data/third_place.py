@@ -18,7 +18,9 @@ image of the raw intensity at the same resolution (resampled, smoothed twice), t
 v = log10(1 + image / (LOG_FLOOR * the image's maximum)), divided by v's 99.8th percentile and
 clipped at 1, kept as floats. The floor, 1e-4 of the sample's peak (most often helium's), was
 chosen by 5-fold CV on a `medium` folder of seed 11 among 1e-3 .. 1e-6 (docs/families.md). Its
-matrix over a competition folder is cached beside the image caches (ion_time_csv_cache).
+matrix over a competition folder is cached beside the image caches (ion_time_csv_cache), with
+the same features of the image stretched along time (stretch_time) where a run trains on
+stretched copies of its samples (FeatureSettings.time_stretch, with_stretched_copies).
 """
 
 from __future__ import annotations
@@ -117,6 +119,17 @@ def log_scale(image: np.ndarray, floor: float = LOG_FLOOR) -> np.ndarray:
     return np.minimum(values / (top if top > 0 else values.max()), 1)
 
 
+def stretch_time(image: np.ndarray, factor: float) -> np.ndarray:
+    """(ions, steps) image -> the same shape, stretched along time by ``factor`` about step 0:
+    step k takes the value at k / factor (linear between steps), so content moves later for a
+    factor above 1 (what falls past the last step is cut) and earlier below 1 (the steps left
+    at the end repeat the last one)."""
+    steps = image.shape[1]
+    source = np.minimum(np.arange(steps) / factor, steps - 1)
+    left = np.floor(source).astype(int)
+    right = np.minimum(left + 1, steps - 1)
+    weight = source - left
+    return image[:, left] * (1 - weight) + image[:, right] * weight
 
 
 def ion_time_features(image: np.ndarray, derivatized: bool) -> np.ndarray:
@@ -154,36 +167,68 @@ def third_place_matrix(paths, derivatized, workers: int | None = None,
     parallel processes -> (n, N_FEATURES) float32. kind "third_place": third_place_features of
     third_place_image (the recipe); "ion_time_csv": log_features of intensity_image.
     DataError names a bad file."""
+    return _views_matrix(paths, derivatized, workers, kind, ())[:, 0]
+
+
+def ion_time_csv_cache(metadata: pd.DataFrame, folder: str | Path, workers: int | None = None,
+                       stretches: tuple[float, ...] = ()) -> dict[str, np.ndarray]:
+    """The "ion_time_csv" features of every sample of ``metadata`` (Competition.metadata rows),
+    kept in folder/ion_time_csv_m600_t500.npz (with stretches, e.g. (0.9, 1.1):
+    ion_time_csv_x0.9_1.1_m600_t500.npz) and reused while the samples' files, the recipe
+    (CSV_VERSION) and the stretches are unchanged (lib.data.images.cached_arrays: built once,
+    whole or absent). ``workers`` processes build it (default: every core; only the first of
+    the runs that start together builds it). Returns sample_ids (N,) str, features
+    (N, N_FEATURES) float32, fingerprint and, with stretches, stretched (S, N, N_FEATURES)
+    float32: log_features of stretch_time(intensity_image, s) for each s of ``stretches``."""
+    stretches = tuple(float(s) for s in stretches)
+    tag = "".join(f"_{s:g}" for s in stretches)
+    version = f"{RENDER_VERSION} {CSV_VERSION}" + (f" stretches{tag}" if stretches else "")
+    fingerprint = cache_fingerprint(metadata, IONS, STEPS, version=version)
+
+    def build() -> dict[str, np.ndarray]:
+        views = _views_matrix(metadata["path"], metadata["derivatized"], workers,
+                              "ion_time_csv", stretches)
+        arrays = {"sample_ids": metadata["sample_id"].to_numpy(dtype=str),
+                  "features": np.ascontiguousarray(views[:, 0])}
+        if stretches:
+            arrays["stretched"] = np.ascontiguousarray(views[:, 1:].transpose(1, 0, 2))
+        return arrays
+
+    kind = f"ion_time_csv_x{tag[1:]}" if stretches else "ion_time_csv"
+    return cached_arrays(cache_path(folder, IONS, STEPS, kind=kind), fingerprint, build)
+
+
+def with_stretched_copies(features: np.ndarray, stretched: np.ndarray, rows: np.ndarray,
+                          labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A training set with each sample once more per stretch of its time axis: features
+    (N, F) and stretched (S, N, F) of a cache (ion_time_csv_cache), the training samples' rows
+    (n,) and labels (n, 9) -> ((1 + S) n, F) features (the samples as they are, then each
+    stretch's copies) and ((1 + S) n, 9) labels."""
+    rows = np.asarray(rows, dtype=int)
+    copies = np.concatenate([features[rows], *(view[rows] for view in stretched)])
+    return copies, np.tile(np.asarray(labels), (1 + len(stretched), 1))
+
+
+def _views_matrix(paths, derivatized, workers: int | None, kind: str,
+                  stretches: tuple[float, ...]) -> np.ndarray:
+    """(n, 1 + S, N_FEATURES) float32: the features of each sample CSV (third_place_matrix),
+    then those of its image stretched by each of ``stretches`` (kind "ion_time_csv" only)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    tasks = list(zip([str(p) for p in paths], [bool(d) for d in derivatized],
-                     [kind] * len(paths), strict=True))
+    tasks = [(str(path), bool(flag), kind, tuple(stretches))
+             for path, flag in zip(paths, derivatized, strict=True)]
     if not tasks:
-        return np.zeros((0, N_FEATURES), dtype=np.float32)
+        return np.zeros((0, 1 + len(stretches), N_FEATURES), dtype=np.float32)
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
         return np.stack(list(pool.map(_features_of_file, tasks, chunksize=8)))
 
 
-def ion_time_csv_cache(metadata: pd.DataFrame, folder: str | Path,
-                       workers: int | None = None) -> dict[str, np.ndarray]:
-    """The "ion_time_csv" features of every sample of ``metadata`` (Competition.metadata rows),
-    kept in folder/ion_time_csv_m600_t500.npz and reused while the samples' files and the
-    recipe (CSV_VERSION) are unchanged (lib.data.images.cached_arrays: built once, whole or
-    absent). ``workers`` processes build it (default: every core; only the first of the runs
-    that start together builds it). Returns sample_ids (N,) str, features (N, N_FEATURES)
-    float32, fingerprint."""
-    fingerprint = cache_fingerprint(metadata, IONS, STEPS,
-                                    version=f"{RENDER_VERSION} {CSV_VERSION}")
-    return cached_arrays(
-        cache_path(folder, IONS, STEPS, kind="ion_time_csv"), fingerprint,
-        lambda: {"sample_ids": metadata["sample_id"].to_numpy(dtype=str),
-                 "features": third_place_matrix(metadata["path"], metadata["derivatized"],
-                                                workers, kind="ion_time_csv")})
-
-
-def _features_of_file(task: tuple[str, bool, str]) -> np.ndarray:
-    path, derivatized, kind = task
+def _features_of_file(task: tuple[str, bool, str, tuple[float, ...]]) -> np.ndarray:
+    """(1 + S, N_FEATURES): one CSV's features, then those of each stretch of its image."""
+    path, derivatized, kind, stretches = task
     frame, _ = read_sample(path)
     if kind == "ion_time_csv":
-        return log_features(intensity_image(frame), derivatized)
-    return third_place_features(third_place_image(frame), derivatized)
+        image = intensity_image(frame)
+        return np.stack([log_features(image, derivatized)]
+                        + [log_features(stretch_time(image, s), derivatized) for s in stretches])
+    return third_place_features(third_place_image(frame), derivatized)[None]
