@@ -20,7 +20,8 @@ from sklearn.linear_model import LogisticRegression
 
 from lib.core.paths import REPO_ROOT
 from lib.core.schema import LABELS, N_LABELS
-from lib.data.features import image_features, n_features
+from lib.data.features import image_features, n_features, stretched_image_features
+from lib.data.third_place import stretch_time
 from lib.models.feature_models import fit_feature_model, log_features, predict_feature_logits
 from lib.models.feature_settings import FeatureSettings
 from lib.models.model_file import ModelFileError, load_feature_model, save_feature_model
@@ -76,6 +77,20 @@ def test_all_zero_rows_and_images_give_finite_features(kind):
     features, names = image_features(images, np.array([0, 1]), kind=kind, n_bands=3)
     assert features.shape == (2, len(names)) and np.isfinite(features).all()
     assert features[1, :-1].max() == 0 and features[1, -1] == 1
+
+
+@pytest.mark.parametrize("kind", ["bands", "ion_time_stats"])
+def test_stretched_features_are_those_of_the_stretched_images(kind):
+    images = np.stack([hand_made_image(), hand_made_image()[::-1]])
+    flags = np.array([0, 1])
+    stretched = stretched_image_features(images, flags, (0.8, 1.25), kind=kind, n_bands=2)
+    assert stretched.shape == (2, 2, n_features(kind, 3, 2, 8)) and stretched.dtype == np.float32
+    for view, factor in zip(stretched, (0.8, 1.25), strict=True):
+        np.testing.assert_array_equal(view, image_features(
+            stretch_time(images, factor), flags, kind=kind, n_bands=2)[0])
+    assert not np.allclose(stretched[1], image_features(images, flags, kind=kind, n_bands=2)[0])
+    assert stretched_image_features(images, flags, (), kind=kind, n_bands=2).shape == (
+        0, 2, n_features(kind, 3, 2, 8))
 
 
 def test_feature_arguments_are_checked():

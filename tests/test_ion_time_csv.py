@@ -16,7 +16,7 @@ from conftest import assert_04_reproduces
 from lib.core.paths import REPO_ROOT
 from lib.core.schema import LABELS
 from lib.data.dataset import DataError, load_competition, read_sample
-from lib.data.features import image_features, n_features
+from lib.data.features import image_features, n_features, with_stretched_copies
 from lib.data.folds import load_or_make_folds
 from lib.data.images import build_image_cache, cache_path
 from lib.data.third_place import (
@@ -34,7 +34,6 @@ from lib.data.third_place import (
     third_place_features,
     third_place_image,
     third_place_matrix,
-    with_stretched_copies,
 )
 from lib.explain.explainer import explain_ensemble, explain_model
 from lib.explain.features import contributions_to_grid

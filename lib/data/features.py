@@ -5,6 +5,8 @@ cells and scaled to a maximum of 1 (method.md section 1). The features are stati
 mass row over time, so no CSV is read again; the whole small folder takes well under a second.
 One kind, "ion_time_csv", is the exception: its statistics come from the sample CSVs at a finer
 resolution (lib.data.third_place.ion_time_csv_cache), so image_features does not make it.
+A run may train on its samples stretched along time too (stretched_image_features,
+with_stretched_copies; FeatureSettings.time_stretch).
 """
 
 from __future__ import annotations
@@ -41,6 +43,31 @@ def n_features(kind: str, m_bins: int, n_bands: int, t_bins: int | None = None) 
         return m_bins * len(ROW_STATS) + t_bins * len(COLUMN_STATS) + 1
     per_mass = n_bands if kind == "benchmark" else 2 * n_bands + 1
     return m_bins * per_mass + 1
+
+
+def stretched_image_features(images: np.ndarray, derivatized: np.ndarray,
+                             stretches: tuple[float, ...], *, kind: str = "bands",
+                             n_bands: int = 4) -> np.ndarray:
+    """image_features of the images stretched along time by each factor of ``stretches``
+    (lib.data.third_place.stretch_time): images (N, m, t), derivatized (N,) -> (S, N, F)
+    float32, one stretch at a time (a stretched copy of the images at most in memory)."""
+    images = np.asarray(images, dtype=np.float32)
+    n = n_features(kind, images.shape[1], n_bands, images.shape[2]) if images.ndim == 3 else 0
+    return np.stack([image_features(third_place.stretch_time(images, factor), derivatized,
+                                    kind=kind, n_bands=n_bands)[0] for factor in stretches]
+                    ) if stretches else np.zeros((0, len(images), n), dtype=np.float32)
+
+
+def with_stretched_copies(features: np.ndarray, stretched: np.ndarray, rows: np.ndarray,
+                          labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A training set with each sample once more per stretch of its time axis: features
+    (N, F) and stretched (S, N, F) (image_features and stretched_image_features, or an
+    ion_time_csv_cache's features and stretched), the training samples' rows
+    (n,) and labels (n, 9) -> ((1 + S) n, F) features (the samples as they are, then each
+    stretch's copies) and ((1 + S) n, 9) labels."""
+    rows = np.asarray(rows, dtype=int)
+    copies = np.concatenate([features[rows], *(view[rows] for view in stretched)])
+    return copies, np.tile(np.asarray(labels), (1 + len(stretched), 1))
 
 
 def image_features(images: np.ndarray, derivatized: np.ndarray, *, kind: str = "bands",

@@ -20,7 +20,7 @@ clipped at 1, kept as floats. The floor, 1e-4 of the sample's peak (most often h
 chosen by 5-fold CV on a `medium` folder of seed 11 among 1e-3 .. 1e-6 (docs/families.md). Its
 matrix over a competition folder is cached beside the image caches (ion_time_csv_cache), with
 the same features of the image stretched along time (stretch_time) where a run trains on
-stretched copies of its samples (FeatureSettings.time_stretch, with_stretched_copies).
+stretched copies of its samples (FeatureSettings.time_stretch).
 """
 
 from __future__ import annotations
@@ -120,16 +120,16 @@ def log_scale(image: np.ndarray, floor: float = LOG_FLOOR) -> np.ndarray:
 
 
 def stretch_time(image: np.ndarray, factor: float) -> np.ndarray:
-    """(ions, steps) image -> the same shape, stretched along time by ``factor`` about step 0:
-    step k takes the value at k / factor (linear between steps), so content moves later for a
-    factor above 1 (what falls past the last step is cut) and earlier below 1 (the steps left
-    at the end repeat the last one)."""
-    steps = image.shape[1]
+    """(..., steps) image(s), time last -> the same shape and dtype, stretched along time by
+    ``factor`` about step 0: step k takes the value at k / factor (linear between steps), so
+    content moves later for a factor above 1 (what falls past the last step is cut) and
+    earlier below 1 (the steps left at the end repeat the last one)."""
+    steps = image.shape[-1]
     source = np.minimum(np.arange(steps) / factor, steps - 1)
     left = np.floor(source).astype(int)
     right = np.minimum(left + 1, steps - 1)
-    weight = source - left
-    return image[:, left] * (1 - weight) + image[:, right] * weight
+    weight = (source - left).astype(image.dtype if image.dtype.kind == "f" else float)
+    return image[..., left] * (1 - weight) + image[..., right] * weight
 
 
 def ion_time_features(image: np.ndarray, derivatized: bool) -> np.ndarray:
@@ -196,17 +196,6 @@ def ion_time_csv_cache(metadata: pd.DataFrame, folder: str | Path, workers: int 
 
     kind = f"ion_time_csv_x{tag[1:]}" if stretches else "ion_time_csv"
     return cached_arrays(cache_path(folder, IONS, STEPS, kind=kind), fingerprint, build)
-
-
-def with_stretched_copies(features: np.ndarray, stretched: np.ndarray, rows: np.ndarray,
-                          labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A training set with each sample once more per stretch of its time axis: features
-    (N, F) and stretched (S, N, F) of a cache (ion_time_csv_cache), the training samples' rows
-    (n,) and labels (n, 9) -> ((1 + S) n, F) features (the samples as they are, then each
-    stretch's copies) and ((1 + S) n, 9) labels."""
-    rows = np.asarray(rows, dtype=int)
-    copies = np.concatenate([features[rows], *(view[rows] for view in stretched)])
-    return copies, np.tile(np.asarray(labels), (1 + len(stretched), 1))
 
 
 def _views_matrix(paths, derivatized, workers: int | None, kind: str,

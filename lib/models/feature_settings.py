@@ -27,7 +27,6 @@ NUMBER_BOUNDS = {
     "mlp_weight_decay": dict(minimum=0), "mlp_batch_size": dict(whole=True, minimum=1),
     "n_seeds": dict(whole=True, minimum=1), "threads": dict(whole=True, minimum=0)}
 NON_NEGATIVE_KINDS = ("bands", "benchmark")  # kinds the logistic regression's log10 can take
-STRETCH_KINDS = ("ion_time_csv",)  # kinds whose cache has stretched copies (time_stretch)
 STRETCH_BOUNDS = dict(minimum=0.5, maximum=2)  # each factor of time_stretch
 
 
@@ -43,9 +42,9 @@ class FeatureSettings:
     ``optimizer`` ("adamw", or "sgd" with momentum 0.9) and ``standardise`` (False: the
     network takes the features as they are, for kinds bounded in [0, 1]). ``time_stretch``:
     factors (each in 0.5..2, not 1, no repeats) by which each training sample's time axis is
-    stretched into one more copy per factor (lib.data.third_place.with_stretched_copies;
-    kinds STRETCH_KINDS; an epoch is then one pass over every copy); predictions see the
-    samples as they are. ValueError naming the parameter for a value that cannot work."""
+    stretched into one more copy per factor (lib.data.features.with_stretched_copies; an
+    epoch is then one pass over every copy); predictions see the samples as they are.
+    ValueError naming the parameter for a value that cannot work."""
 
     learner: str = "lightgbm"
     features: str = "bands"  # lib.data.features kind
@@ -107,9 +106,6 @@ class FeatureSettings:
         if 1 in stretch or len(set(stretch)) < len(stretch):
             raise ValueError(f"time_stretch must not repeat a factor or hold 1 (the samples "
                              f"as they are are always in), got {list(stretch)!r}")
-        if stretch and self.features not in STRETCH_KINDS:
-            raise ValueError(f"time_stretch is for features {STRETCH_KINDS} only, not "
-                             f"{self.features!r}")
         object.__setattr__(self, "time_stretch", tuple(float(f) for f in stretch))
 
 
