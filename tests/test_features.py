@@ -247,7 +247,8 @@ def test_a_truncated_missing_or_edited_lightgbm_file_is_refused(tmp_path):
 NOTEBOOKS = REPO_ROOT / "notebooks"
 TINY_CNN = dict(m_bins=64, t_bins=96, tta_offsets=[-32, 0, 32], epochs=1, batch_size=4, lr=1e-3,
                 device="cpu")
-TINY_GBM = dict(m_bins=64, t_bins=96, n_estimators=20, min_data_in_leaf=3)
+TINY_GBM = dict(m_bins=64, t_bins=96, n_estimators=20, min_data_in_leaf=3,
+                time_stretch=[0.9, 1.1])  # trained on two stretched copies too
 
 
 def shrunk_params(root, name: str, changes: dict):
@@ -291,6 +292,10 @@ def test_feature_runs_leave_complete_run_folders(workspace):
             "metrics.json", "DONE"}
         metrics = read_metrics(run_dir)
         assert metrics["parameters"]["fold"] == fold and metrics["parameters"]["n_estimators"] == 20
+        assert metrics["parameters"]["time_stretch"] == [0.9, 1.1]
+        executed = (run_dir / "03b_train_features.ipynb").read_text()
+        train, rows = map(int, re.search(r"train (\d+) \((\d+) rows\)", executed).groups())
+        assert train == metrics["samples"]["train"] and rows == 3 * train  # and 2 copies each
         assert np.isfinite(metrics["best_oof_loss"]) and metrics["fit_seconds"] > 0
         oof = read_logits(run_dir / "oof_logits.csv")
         assert sorted(oof.index) == sorted(folds.loc[folds["fold"] == fold, "sample_id"])

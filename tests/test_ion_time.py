@@ -133,6 +133,8 @@ def test_time_column_contributions_go_on_the_column_by_intensity():
     ({"norm": "group"}, "norm must be one of"),
     ({"standardise": "no"}, "standardise must be true or false"),
     ({"features": "ion_stats"}, "features must be one of"),
+    ({"time_stretch": [0.9, 0.4]}, "each factor of time_stretch must be a finite number of at "
+                                   "least 0.5"),
 ])
 def test_a_plan_with_a_bad_network_setting_stops_naming_the_file(tmp_path, change, message):
     params = yaml.safe_load((REPO_ROOT / "params" / "features_ion_time.yaml").read_text())
