@@ -241,6 +241,9 @@ def test_a_truncated_mlp_file_is_refused(tmp_path):
      r"each factor of time_stretch must be a finite number of at least 0.5 and at most 2, got 3"),
     (dict(features="ion_time_csv", time_stretch=["fast"]), r"time_stretch must be .* got 'fast'"),
     (dict(features="ion_time_csv", time_stretch=0.9), r"time_stretch must be a list of factors"),
+    (dict(features="ion_time_csv", time_stretch=None), r"time_stretch must be a list of factors"),
+    (dict(features="ion_time_csv", time_stretch=[True]), r"each factor of time_stretch must be"),
+    (dict(features="ion_time_csv", time_stretch=[[0.9]]), r"each factor of time_stretch must be"),
     (dict(features="ion_time_csv", time_stretch=[1.0, 1.1]),
      r"time_stretch must not repeat a factor or hold 1"),
     (dict(features="ion_time_csv", time_stretch=[1.1, 1.1]), r"must not repeat a factor"),
@@ -248,6 +251,13 @@ def test_a_truncated_mlp_file_is_refused(tmp_path):
 def test_bad_mlp_settings_are_refused_naming_the_parameter(changes, message):
     with pytest.raises(ValueError, match=message):
         feature_settings({"backbone": "mlp", **changes})
+
+
+def test_time_stretch_factors_are_kept_sorted_as_floats():
+    settings = feature_settings({"backbone": "mlp", "features": "ion_time_csv",
+                                 "time_stretch": [1.25, 0.8]})
+    assert settings.time_stretch == (0.8, 1.25)
+    assert feature_settings({"backbone": "mlp"}).time_stretch == ()
 
 
 def test_a_plan_with_a_bad_mlp_setting_fails_before_launch_naming_the_params_file(tmp_path):

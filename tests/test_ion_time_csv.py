@@ -19,6 +19,7 @@ from lib.data.dataset import DataError, load_competition, read_sample
 from lib.data.features import image_features, n_features, with_stretched_copies
 from lib.data.folds import load_or_make_folds
 from lib.data.images import build_image_cache, cache_path
+from lib.data import third_place
 from lib.data.third_place import (
     IONS,
     LOG_FLOOR,
@@ -148,6 +149,15 @@ def test_the_cache_with_stretches_holds_each_stretched_image_s_features(competit
     cache = ion_time_csv_cache(metadata, tmp_path / "cache", workers=1, stretches=(0.8, 1.25))
     assert (tmp_path / "cache" / f"ion_time_csv_x0.8_1.25_m{IONS}_t{STEPS}.npz").is_file()
     assert cache["stretched"].shape == (2, len(metadata), N_FEATURES)
+    assert "stretched" not in ion_time_csv_cache(metadata, tmp_path / "cache", workers=1)
+    assert str(cache["fingerprint"]) != str(plain["fingerprint"])
+    # factors that print alike in the file name are still told apart by the fingerprint
+    close = ion_time_csv_cache(metadata, tmp_path / "cache", workers=1,
+                               stretches=(0.8, 1.2500001))
+    assert str(close["fingerprint"]) != str(cache["fingerprint"])
+    with pytest.raises(ValueError, match="for kind 'ion_time_csv' only, not 'third_place'"):
+        third_place._views_matrix(metadata["path"][:1], metadata["derivatized"][:1], 1,
+                                  "third_place", (1.1,))
     np.testing.assert_array_equal(cache["features"], plain["features"])
     frame, _ = read_sample(metadata["path"].iloc[2])
     flag = bool(metadata["derivatized"].iloc[2])
@@ -160,6 +170,7 @@ def test_the_cache_with_stretches_holds_each_stretched_image_s_features(competit
     x, y = with_stretched_copies(cache["features"], cache["stretched"], [4, 1], labels)
     assert x.shape == (6, N_FEATURES) and y.shape == (6, 9)
     np.testing.assert_array_equal(x[[0, 1]], cache["features"][[4, 1]])
+    np.testing.assert_array_equal(x[[2, 3]], cache["stretched"][0][[4, 1]])
     np.testing.assert_array_equal(x[[4, 5]], cache["stretched"][1][[4, 1]])
     np.testing.assert_array_equal(y, np.concatenate([labels] * 3))
 

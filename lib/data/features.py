@@ -25,6 +25,7 @@ ION_TIME_FLOOR = 1e-6
 ION_TIME_PERCENTILE = 99.8
 ROW_STATS = ("mean", "max", "std")  # ion_time_stats: per mass row over time, stat-major
 COLUMN_STATS = ("mean", "std")  # ion_time_stats: per time column over masses, stat-major
+STRETCH_CHUNK = 64  # stretched_image_features: samples stretched at a time
 
 
 def n_features(kind: str, m_bins: int, n_bands: int, t_bins: int | None = None) -> int:
@@ -50,12 +51,19 @@ def stretched_image_features(images: np.ndarray, derivatized: np.ndarray,
                              n_bands: int = 4) -> np.ndarray:
     """image_features of the images stretched along time by each factor of ``stretches``
     (lib.data.third_place.stretch_time): images (N, m, t), derivatized (N,) -> (S, N, F)
-    float32, one stretch at a time (a stretched copy of the images at most in memory)."""
+    float32, STRETCH_CHUNK samples at a time (a few stretched copies of those in memory)."""
     images = np.asarray(images, dtype=np.float32)
-    n = n_features(kind, images.shape[1], n_bands, images.shape[2]) if images.ndim == 3 else 0
-    return np.stack([image_features(third_place.stretch_time(images, factor), derivatized,
-                                    kind=kind, n_bands=n_bands)[0] for factor in stretches]
-                    ) if stretches else np.zeros((0, len(images), n), dtype=np.float32)
+    if images.ndim != 3:
+        raise ValueError(f"images must be (N, m, t), got shape {images.shape}")
+    flags = np.asarray(derivatized)
+    width = n_features(kind, images.shape[1], n_bands, images.shape[2])
+    out = np.zeros((len(stretches), len(images), width), dtype=np.float32)
+    for s, factor in enumerate(stretches):
+        for start in range(0, len(images), STRETCH_CHUNK):
+            part = slice(start, start + STRETCH_CHUNK)
+            out[s, part] = image_features(third_place.stretch_time(images[part], factor),
+                                          flags[part], kind=kind, n_bands=n_bands)[0]
+    return out
 
 
 def with_stretched_copies(features: np.ndarray, stretched: np.ndarray, rows: np.ndarray,

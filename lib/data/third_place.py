@@ -120,7 +120,7 @@ def log_scale(image: np.ndarray, floor: float = LOG_FLOOR) -> np.ndarray:
 
 
 def stretch_time(image: np.ndarray, factor: float) -> np.ndarray:
-    """(..., steps) image(s), time last -> the same shape and dtype, stretched along time by
+    """(..., steps) image(s), time last -> the same shape (float), stretched along time by
     ``factor`` about step 0: step k takes the value at k / factor (linear between steps), so
     content moves later for a factor above 1 (what falls past the last step is cut) and
     earlier below 1 (the steps left at the end repeat the last one)."""
@@ -181,8 +181,8 @@ def ion_time_csv_cache(metadata: pd.DataFrame, folder: str | Path, workers: int 
     (N, N_FEATURES) float32, fingerprint and, with stretches, stretched (S, N, N_FEATURES)
     float32: log_features of stretch_time(intensity_image, s) for each s of ``stretches``."""
     stretches = tuple(float(s) for s in stretches)
-    tag = "".join(f"_{s:g}" for s in stretches)
-    version = f"{RENDER_VERSION} {CSV_VERSION}" + (f" stretches{tag}" if stretches else "")
+    tag = "".join(f"_{s:g}" for s in stretches)  # the file's name; the fingerprint: every digit
+    version = f"{RENDER_VERSION} {CSV_VERSION}" + (f" stretches {stretches!r}" if stretches else "")
     fingerprint = cache_fingerprint(metadata, IONS, STEPS, version=version)
 
     def build() -> dict[str, np.ndarray]:
@@ -204,6 +204,8 @@ def _views_matrix(paths, derivatized, workers: int | None, kind: str,
     then those of its image stretched by each of ``stretches`` (kind "ion_time_csv" only)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if stretches and kind != "ion_time_csv":
+        raise ValueError(f"stretched copies are made for kind 'ion_time_csv' only, not {kind!r}")
     tasks = [(str(path), bool(flag), kind, tuple(stretches))
              for path, flag in zip(paths, derivatized, strict=True)]
     if not tasks:

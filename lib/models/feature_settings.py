@@ -41,9 +41,11 @@ class FeatureSettings:
     "layer" norm, or "batch" norm after the activation as in the 3rd place's network),
     ``optimizer`` ("adamw", or "sgd" with momentum 0.9) and ``standardise`` (False: the
     network takes the features as they are, for kinds bounded in [0, 1]). ``time_stretch``:
-    factors (each in 0.5..2, not 1, no repeats) by which each training sample's time axis is
-    stretched into one more copy per factor (lib.data.features.with_stretched_copies; an
-    epoch is then one pass over every copy); predictions see the samples as they are.
+    factors (each in 0.5..2, not 1, no repeats; kept sorted) by which each training sample's
+    time axis is stretched into one more copy per factor (lib.data.features.
+    with_stretched_copies; an epoch is then one pass over every copy, and for LightGBM and the
+    logistic regression the copies count as samples in min_data_in_leaf and C's loss);
+    predictions see the samples as they are.
     ValueError naming the parameter for a value that cannot work."""
 
     learner: str = "lightgbm"
@@ -106,7 +108,7 @@ class FeatureSettings:
         if 1 in stretch or len(set(stretch)) < len(stretch):
             raise ValueError(f"time_stretch must not repeat a factor or hold 1 (the samples "
                              f"as they are are always in), got {list(stretch)!r}")
-        object.__setattr__(self, "time_stretch", tuple(float(f) for f in stretch))
+        object.__setattr__(self, "time_stretch", tuple(sorted(float(f) for f in stretch)))
 
 
 def feature_settings(parameters: dict) -> FeatureSettings:
