@@ -15,11 +15,11 @@ from conftest import assert_04_reproduces
 
 from lib.core.paths import REPO_ROOT
 from lib.core.schema import LABELS
+from lib.data import third_place
 from lib.data.dataset import DataError, load_competition, read_sample
 from lib.data.features import image_features, n_features, with_stretched_copies
 from lib.data.folds import load_or_make_folds
 from lib.data.images import build_image_cache, cache_path
-from lib.data import third_place
 from lib.data.third_place import (
     IONS,
     LOG_FLOOR,
