@@ -167,7 +167,8 @@ def test_the_cache_with_stretches_holds_each_stretched_image_s_features(competit
     # a stretch moves the chromatogram (the per-step statistics, from feature 1500 on)
     assert not np.allclose(cache["stretched"][1, 2, 1500:], cache["features"][2, 1500:])
     labels = np.arange(2 * 9).reshape(2, 9)
-    x, y = with_stretched_copies(cache["features"], cache["stretched"], [4, 1], labels)
+    x, y = with_stretched_copies(cache["features"][[4, 1]], cache["stretched"][:, [4, 1]],
+                                 labels)
     assert x.shape == (6, N_FEATURES) and y.shape == (6, 9)
     np.testing.assert_array_equal(x[[0, 1]], cache["features"][[4, 1]])
     np.testing.assert_array_equal(x[[2, 3]], cache["stretched"][0][[4, 1]])

@@ -66,15 +66,14 @@ def stretched_image_features(images: np.ndarray, derivatized: np.ndarray,
     return out
 
 
-def with_stretched_copies(features: np.ndarray, stretched: np.ndarray, rows: np.ndarray,
+def with_stretched_copies(features: np.ndarray, stretched: np.ndarray,
                           labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A training set with each sample once more per stretch of its time axis: features
-    (N, F) and stretched (S, N, F) (image_features and stretched_image_features, or an
-    ion_time_csv_cache's features and stretched), the training samples' rows
-    (n,) and labels (n, 9) -> ((1 + S) n, F) features (the samples as they are, then each
-    stretch's copies) and ((1 + S) n, 9) labels."""
-    rows = np.asarray(rows, dtype=int)
-    copies = np.concatenate([features[rows], *(view[rows] for view in stretched)])
+    """A training set with each sample once more per stretch of its time axis: the training
+    samples' features (n, F), those of their stretched images (S, n, F)
+    (stretched_image_features, or an ion_time_csv_cache's stretched) and labels (n, 9) ->
+    ((1 + S) n, F) features (the samples as they are, then each stretch's copies) and
+    ((1 + S) n, 9) labels."""
+    copies = np.concatenate([features, *stretched])
     return copies, np.tile(np.asarray(labels), (1 + len(stretched), 1))
 
 
