@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from lib.core.schema import LABELS
-from lib.data.dataset import DataError, load_competition, read_sample
+from lib.data.dataset import DataError, cut_short_row, load_competition, read_sample
 
 
 def edit_csv(path: Path, edit) -> None:
@@ -100,6 +100,23 @@ def test_md5_mismatch_is_reported_and_skippable(competition_dir):
     assert len(load_competition(competition_dir, check_md5=False).metadata) == 15
 
 
+def test_a_last_row_without_newline_is_whole_when_it_has_every_field(tmp_path):
+    frame, _ = read_sample(sample_csv(tmp_path, "time,mass,intensity\n0.1,12.0,100\n0.2,13.0,7"))
+    assert frame["intensity"].tolist() == [100.0, 7.0]
+    assert cut_short_row(sample_csv(tmp_path, "time,mass,intensity\n0.1,12.0,100\n")) is None
+
+
+def test_md5_mismatch_of_a_truncated_copy_names_its_row(competition_dir):
+    path = competition_dir / "train_features" / "S0002.csv"
+    lines = path.read_bytes().split(b"\n")
+    path.write_bytes(b"\n".join(lines[:101]) + b"\n" + lines[101][:12])  # rows 2..101 whole
+    with pytest.raises(DataError, match=rf"S0002: {path} has md5 \w+, metadata.csv says \w+; "
+                                        rf"it ends mid-row at row 102 \('.+'\): a truncated"):
+        load_competition(competition_dir, check_md5=True)
+    with pytest.raises(DataError, match=rf"{path}: row 102: cut short"):
+        read_sample(path)
+
+
 def sample_csv(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "S0000.csv"
     path.write_text(text)
@@ -112,6 +129,9 @@ def sample_csv(tmp_path: Path, text: str) -> Path:
     ("time,intensity\n0.1,100\n", r"missing column\(s\) \['mass'\]"),
     ("time,mass,intensity\n0.1,12.0,100\n0.2,abc,100\n", r"row 3: non-numeric mass 'abc'"),
     ("time,mass,intensity\n0.1,12.0,100\n,13.0,100\n", "row 3: missing time"),
+    # a copy cut off mid-row: the last line lacks its newline and a field
+    ("time,mass,intensity\n0.1,12.0,100\n0.2,13.0,", r"row 3: cut short \('0.2,13.0,'\)"),
+    ("time,mass,intensity\n0.1,12.0,100\n0.2,1", r"row 3: cut short \('0.2,1'\).*truncated"),
 ])
 def test_bad_sample_csv(tmp_path, text, message):
     path = sample_csv(tmp_path, text)

@@ -10,11 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lib.core.files import NotEnoughSpaceError
 from lib.data import images
 from lib.data.dataset import DataError, load_competition
 from lib.data.images import (
     build_image_cache,
+    cache_bytes,
     cache_path,
+    check_cache_space,
     model_input,
     sample_image,
     sample_image_pandas,
@@ -203,3 +206,32 @@ def test_runs_starting_together_render_a_fresh_cache_once(competition_dir, tmp_p
     assert [run.returncode for run in runs] == [0, 0], errors
     assert sum("rendering images" in text for text in errors) == 1, errors
     assert images.load_image_cache(cache)["images"].shape == (15, 64, 32)
+
+
+def test_a_truncated_run_stops_the_cache_and_leaves_the_old_one_intact(competition_dir, tmp_path):
+    data = load_competition(competition_dir)
+    path = cache_path(tmp_path / "cache", 32, 16)
+    build_image_cache(data.metadata, path, m_bins=32, t_bins=16, workers=2, progress=False)
+    before = path.read_bytes()
+    cut = data.metadata["path"][7]
+    text = cut.read_bytes()
+    cut.write_bytes(text[:text.index(b"\n", len(text) // 2) + 6])  # stops 5 bytes into a row
+    with pytest.raises(DataError, match=rf"{cut}: row \d+: cut short"):
+        build_image_cache(data.metadata, path, m_bins=32, t_bins=16, workers=2, progress=False)
+    assert path.read_bytes() == before  # every other sample's image is still there
+    assert [p.name for p in path.parent.iterdir() if p.suffix != ".lock"] == [path.name]
+
+
+def test_a_cache_its_disk_cannot_hold_is_refused_before_rendering(competition_dir, tmp_path):
+    data = load_competition(competition_dir)
+    huge = (10**6, 10**6)  # 4 TB an image: more than any test disk
+    folder = tmp_path / "cache" / "data"
+    with pytest.raises(NotEnoughSpaceError, match=rf"{folder}: the image cache needs about "
+                                                  r"[\d.]+ GB and its disk has [\d.]+ GB free"):
+        check_cache_space(data.metadata, folder, [(32, 16), huge])
+    with pytest.raises(NotEnoughSpaceError, match=rf"{folder}: the image cache needs"):
+        build_image_cache(data.metadata, cache_path(folder, *huge), m_bins=huge[0],
+                          t_bins=huge[1], workers=1, progress=False)
+    assert not any(folder.glob("*.npz"))
+    check_cache_space(data.metadata, folder, [(32, 16)])  # a small one fits
+    assert cache_bytes(1584, 256, 192) == pytest.approx(1584 * 256 * 192 * 4, rel=0.01)

@@ -1,5 +1,6 @@
 """Atomic file writing: a file is either complete or absent, never half written; a set of
-files is the old set or the new one, never a mix."""
+files is the old set or the new one, never a mix. And the free-space check made before a big
+write starts."""
 
 from __future__ import annotations
 
@@ -12,6 +13,24 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+
+
+class NotEnoughSpaceError(OSError):
+    """The disk of a folder to write has less free space than the writing needs (the message
+    names the folder and both sizes)."""
+
+
+def check_free_space(folder: str | Path, needed_bytes: float, what: str, hint: str = "") -> None:
+    """NotEnoughSpaceError "<folder>: <what> needs about X GB and its disk has Y GB free" (and
+    ``hint``) when the disk that holds ``folder`` (or would: a folder not made yet is measured
+    at its nearest existing parent) has less free space than ``needed_bytes``."""
+    folder = Path(folder).absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if free < needed_bytes:
+        raise NotEnoughSpaceError(f"{folder}: {what} needs about {needed_bytes / 1e9:.1f} GB "
+                                  f"and its disk has {free / 1e9:.1f} GB free"
+                                  + (f"; {hint}" if hint else ""))
 
 
 @contextmanager

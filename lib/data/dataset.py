@@ -195,11 +195,36 @@ def verify_md5(metadata: pd.DataFrame, *, workers: int | None = None) -> None:
     bad = [(sid, p, e, a) for sid, p, e, a in zip(metadata["sample_id"], paths, expected, actual)
            if e != a]
     if bad:
-        lines = "\n".join(f"  {sid}: {p} has md5 {a}, metadata.csv says {e}"
+        lines = "\n".join(f"  {sid}: {p} has md5 {a}, metadata.csv says {e}{_cut_note(p)}"
                           for sid, p, e, a in bad[:10])
         more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
         raise DataError(f"md5 mismatch for {len(bad)} feature files (corrupt or changed "
                         f"copies; re-extract them or pass check_md5=False to skip):\n{lines}{more}")
+
+
+def cut_short_row(path: str | Path, n_fields: int = len(SAMPLE_COLUMNS)) -> tuple[int, str] | None:
+    """(line number, text) of a CSV's last line when the file ends mid-row: no newline after
+    it, and fewer than ``n_fields`` fields or an empty one (a copy cut off while written or
+    extracted); None otherwise. Reads the file's tail, and counts its lines only when cut."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 4096))
+        tail = handle.read()
+    if not tail or tail.endswith(b"\n"):
+        return None
+    last = tail.rsplit(b"\n", 1)[-1].rstrip(b"\r")
+    fields = last.split(b",")
+    if len(fields) >= n_fields and all(f.strip() for f in fields[:n_fields]):
+        return None
+    with open(path, "rb") as handle:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+    return lines + 1, last.decode(errors="replace")
+
+
+def _cut_note(path: Path) -> str:
+    """", and it ends mid-row at row N (...)" for a feature file cut short, else ""."""
+    cut = cut_short_row(path)
+    return f"; it ends mid-row at row {cut[0]} ({cut[1]!r}): a truncated copy" if cut else ""
 
 
 class Repairs(NamedTuple):
@@ -228,11 +253,15 @@ def read_sample(path: str | Path) -> tuple[pd.DataFrame, Repairs]:
     clipped to 0 so that they cannot cancel signal in a cell, and of duplicate (time, mass)
     rows, kept and summed like any rows of one cell, as in the reference).
 
-    DataError if the file is empty, lacks a column, holds a non-numeric value or a missing
-    time or mass.
+    DataError if the file is empty, lacks a column, ends mid-row (cut_short_row), holds a
+    non-numeric value or a missing time or mass.
     """
     path = Path(path)
     frame = _read_csv(path)
+    cut = cut_short_row(path)
+    if cut:
+        raise DataError(f"{path}: row {cut[0]}: cut short ({cut[1]!r}): the file ends mid-row "
+                        f"(a truncated copy?); re-extract or re-download it")
     missing = [c for c in SAMPLE_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; expected header "

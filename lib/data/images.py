@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib.core.files import atomic_path
+from lib.core.files import atomic_path, check_free_space
 from lib.core.schema import HELIUM_MASS
 from lib.data.dataset import DataError, Repairs, read_sample
 
@@ -174,6 +174,43 @@ def cache_path(folder: str | Path, m_bins: int, t_bins: int, kind: str = "images
     return Path(folder) / f"{kind}_m{m_bins}_t{t_bins}.npz"
 
 
+CACHE_SPACE_HINT = ("free some space or set cache_dir (make demo CACHE_DIR=...) to a folder on "
+                    "a larger disk")
+
+
+def cache_bytes(n_samples: int, m_bins: int, t_bins: int) -> int:
+    """About the size of an image cache file of ``n_samples`` samples: their float32 images,
+    ids, flags and counts, and a MiB for the rest."""
+    return n_samples * (m_bins * t_bins * 4 + 64) + 2**20
+
+
+def check_cache_space(metadata: pd.DataFrame, folder: str | Path,
+                      sizes: list[tuple[int, int]] | tuple = ((256, 192),)) -> None:
+    """NotEnoughSpaceError naming ``folder`` and the gigabytes needed when its disk cannot hold
+    the image caches of ``sizes`` ((m_bins, t_bins) pairs) that build_image_cache would have to
+    write for ``metadata`` (those whose file is missing or made from other inputs; a new file is
+    written beside the old one before replacing it). Cheap: run it before any other work."""
+    needed = 0
+    for m_bins, t_bins in sizes:
+        path = cache_path(folder, m_bins, t_bins)
+        if not _fingerprint_matches(path, cache_fingerprint(metadata, m_bins, t_bins)):
+            needed += cache_bytes(len(metadata), m_bins, t_bins)
+    if needed:
+        check_free_space(folder, needed * 1.1, "the image cache", CACHE_SPACE_HINT)
+
+
+def _fingerprint_matches(path: Path, fingerprint: str) -> bool:
+    """Whether the cache file at ``path`` exists and was made from these inputs (reads only its
+    fingerprint)."""
+    if not path.is_file():
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return str(data["fingerprint"]) == fingerprint
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def build_image_cache(metadata: pd.DataFrame, path: str | Path, *, m_bins: int = 256,
                       t_bins: int = 192, workers: int | None = None,
                       progress: bool = True) -> dict[str, np.ndarray]:
@@ -184,12 +221,17 @@ def build_image_cache(metadata: pd.DataFrame, path: str | Path, *, m_bins: int =
     nan_counts (N,) int64 (NaN intensities read as 0), negative_counts (N,) int64 (negative
     intensities clipped to 0), duplicate_counts (N,) int64 (rows repeating an earlier row's
     (time, mass), summed into their cell), fingerprint () str.
-    The file is written under a temporary name and renamed, so it is whole or absent. Runs
+    The file is written under a temporary name and renamed, so it is whole or absent; before
+    rendering, NotEnoughSpaceError (naming the folder) if its disk cannot hold it. Runs
     that start together on a fresh cache (a sweep) render it once: the first holds
     ``<path>.lock`` while it renders, the others wait for it and then read its file.
     """
-    return cached_arrays(path, cache_fingerprint(metadata, m_bins, t_bins), lambda: _render_cache(
-        metadata, m_bins, t_bins, workers, progress))
+    def build() -> dict[str, np.ndarray]:
+        check_free_space(Path(path).parent, cache_bytes(len(metadata), m_bins, t_bins) * 1.1,
+                         "the image cache", CACHE_SPACE_HINT)
+        return _render_cache(metadata, m_bins, t_bins, workers, progress)
+
+    return cached_arrays(path, cache_fingerprint(metadata, m_bins, t_bins), build)
 
 
 def cached_arrays(path: str | Path, fingerprint: str,

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     occupied = args.out_dir.is_dir() and any(args.out_dir.iterdir())
     try:
         out = generate(args.out_dir, args.profile, args.seed, args.limit, args.workers,
-                       force=args.force, shift=args.shift)
+                       force=args.force, shift=args.shift, progress=True)
     except FolderRefusedError as error:
         parser.exit(1, f"error: {error}\n")
     except NotEnoughSpaceError as error:
@@ -77,4 +77,5 @@ def main(argv: list[str] | None = None) -> None:
     shift = generator_settings(out)["shift"]
     print(f"{done} {out}: profile={args.profile} seed={args.seed} shift={shift:g} "
           + " ".join(f"{s}={n}" for s, n in counts.items())
-          + f", {size / 1e6:.1f} MB of runs{truth}")
+          + f", {f'{size / 1e9:.2f} GB' if size >= 1e9 else f'{size / 1e6:.1f} MB'} of runs"
+          + truth)

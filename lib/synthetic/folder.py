@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import nullcontext
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -152,11 +153,15 @@ def sample_tasks(out: Path, table: pd.DataFrame, profile: Profile, seed: int,
             for i, row in table.iterrows()]
 
 
-def _map(function, tasks: list[_Task], workers: int) -> list:
-    if workers > 1:
-        with Pool(workers) as pool:
-            return pool.map(function, tasks, chunksize=4)
-    return [function(t) for t in tasks]
+def _map(function, tasks: list[_Task], workers: int, progress: str = "") -> list:
+    """function over tasks, in order, in ``workers`` processes; with a text progress bar on
+    standard error named ``progress`` (none when empty)."""
+    from tqdm import tqdm
+
+    with Pool(workers) if workers > 1 else nullcontext() as pool:
+        results = pool.imap(function, tasks, chunksize=4) if pool else map(function, tasks)
+        return list(tqdm(results, total=len(tasks), desc=progress, unit="run",
+                         disable=not progress))
 
 
 def _write_truth(out: Path, parts: list[pd.DataFrame]) -> Path:
@@ -207,6 +212,7 @@ def generate(
     workers: int = 1,
     force: bool = False,
     shift: float | None = None,
+    progress: bool = False,
 ) -> Path:
     """Write a synthetic competition folder and return its path.
 
@@ -218,9 +224,10 @@ def generate(
     i.i.d. test split; train and val are the same for every shift). truth.csv: see
     lib.synthetic.truth; TEST_LABELS (test_labels.csv): the test split's labels, which only
     scoring may read. MARKER (synthetic.json) records the profile (its name, or its fields),
-    seed, limit and shift.
+    seed, limit and shift. progress: a text progress bar of the runs on standard error.
 
-    The folder is written as a temporary sibling and renamed into place, so it is whole or
+    The folder is written, one run at a time per worker (memory does not grow with the
+    folder), as a temporary sibling and renamed into place, so it is whole or
     absent. An existing folder is never changed unless ``force``: one the generator made with
     the same settings is reused as it is (its MARKER, or for a folder made before MARKER
     existed its metadata.csv and a few runs simulated again); an empty one is filled;
@@ -245,7 +252,7 @@ def generate(
     partial = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
     try:
         partial.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide the data
-        _write_folder(partial, prof, seed, limit, workers, shift)
+        _write_folder(partial, prof, seed, limit, workers, shift, progress)
         _write_bytes(partial / MARKER, json.dumps(wanted, indent=2).encode())
         _move_into_place(partial, out)
     finally:
@@ -329,14 +336,15 @@ def _move_into_place(partial: Path, out: Path) -> None:
 
 
 def _write_folder(out: Path, prof: Profile, seed: int, limit: int | None, workers: int,
-                  shift: float) -> None:
+                  shift: float, progress: bool = False) -> None:
     """Every file of a synthetic folder into the (new, empty) folder ``out``."""
     table = sample_table(prof, seed, shift)
     if limit is not None:
         table = table.iloc[:limit]
     for split in SPLITS:
         (out / f"{split}_features").mkdir()
-    results = _map(_write_sample, sample_tasks(out, table, prof, seed, shift), workers)
+    results = _map(_write_sample, sample_tasks(out, table, prof, seed, shift), workers,
+                   "writing runs" if progress else "")
 
     label_cols = ["sample_id", *LABELS]
     for split in ("train", "val"):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 
+from lib.core.files import NotEnoughSpaceError, check_free_space
 from lib.synthetic.materials import RUN_WINDOWS
 from lib.synthetic.profiles import Profile
+
+__all__ = ["BYTES_PER_ROW", "NotEnoughSpaceError", "check_space", "estimated_bytes"]
 
 # estimated_bytes: a run's CSV takes about this many bytes per row (time,mass,intensity with
 # 6-decimal time and mass; measured on small and medium, 2026-12-06: 24-25)
@@ -26,18 +28,8 @@ def estimated_bytes(profile: Profile, n_samples: int) -> int:
     return int(n_samples * scans * (profile.max_mass - 1) * BYTES_PER_ROW)
 
 
-class NotEnoughSpaceError(OSError):
-    """The disk of a folder to write has less free space than the folder needs (the message
-    names the folder and both sizes)."""
-
-
 def check_space(out: Path, profile: Profile, n_samples: int) -> None:
     """NotEnoughSpaceError when the disk that will hold ``out`` has less free space than
     estimated_bytes(profile, n_samples) and a tenth more, before anything is written."""
-    needed = estimated_bytes(profile, n_samples) * 1.1
-    existing = next(p for p in (out, *out.parents) if p.exists())
-    free = shutil.disk_usage(existing).free
-    if free < needed:
-        raise NotEnoughSpaceError(f"{out}: the folder needs about {needed / 1e9:.1f} GB and "
-                                  f"its disk has {free / 1e9:.1f} GB free; free some space or "
-                                  f"write it elsewhere (--limit N writes fewer samples)")
+    check_free_space(out, estimated_bytes(profile, n_samples) * 1.1, "the folder",
+                     "free some space or write it elsewhere (--limit N writes fewer samples)")
