@@ -55,6 +55,15 @@ KNOWN = {
         "test / OOF ~1.29.",
         ".venv/bin/python scripts/calibrate_synthetic.py --profile medium --seed 12 --with-val "
         "--json benchmarks/calibration_medium_s12.json"),
+    "stages": (
+        "The whole job per data size: time and memory per stage",
+        "Each stage of `make demo` (and of the generator) on a synthetic folder of each size "
+        "(`tiny`, `small`, `full`: the real data's counts, scan rate and mass range), measured "
+        "from outside by sampling the process tree every 0.5 s: wall time, time per sample, "
+        "peak resident memory of the stage's processes together and of its largest single "
+        "process, and per sweep model the runs' mean time and largest peak.",
+        ".venv/bin/python scripts/measure_stages.py --name stages_small --data-dir "
+        "data/synthetic_small -- make demo"),
     "bench_images": (
         "Preprocessing throughput",
         "Sample CSV to 2D image on full-size synthetic samples: the plain pandas way against "
@@ -258,6 +267,8 @@ def render_page(documents: list[tuple[Path, dict]]) -> str:
         lines += [f"## {heading}", ""]
         group = [(path, document) for path, document in documents
                  if document["benchmark"] == name]
+        if name == "stages" and len(group) > 1:
+            lines += growth_table(group)
         if len(group) > 1 and all(_is_flat(d["figures"]) for _, d in group):
             lines += side_by_side(group)
             continue
@@ -286,6 +297,27 @@ def side_by_side(group: list[tuple[Path, dict]]) -> list[str]:
     for column, (path, document) in zip(titles, group):
         lines += [f"- {column}: {machine_line(document)} (`benchmarks/{path.name}`)"]
     return lines + [""]
+
+
+def growth_table(group: list[tuple[Path, dict]]) -> list[str]:
+    """How each stage grows with the folder: one row per stage, per document (smallest folder
+    first) its seconds, seconds per sample and peak MiB."""
+    group = sorted(group, key=lambda item: item[1]["figures"].get("samples") or 0)
+    names = [path.stem.removeprefix("stages_") for path, _ in group]
+    by_stage = [{row["stage"]: row for row in document["figures"].get("stages", [])}
+                for _, document in group]
+    stages = list(dict.fromkeys(stage for rows in by_stage for stage in rows))
+    header = ["stage"] + [f"{name}: {what}" for name in names
+                          for what in ("s", "s / sample", "peak MiB")]
+    rows = [[stage] + [rows[stage][key] if stage in rows else None for rows in by_stage
+                       for key in ("wall_s", "s_per_sample", "peak_rss_mib")]
+            for stage in stages]
+    rows.append(["whole command"] + [v for _, document in group for v in (
+        document["figures"].get("wall_s"), None, None)])
+    samples = ", ".join(f"{name}: {document['figures'].get('samples')} samples, "
+                        f"{document['figures'].get('run_files_gb')} GB of run files"
+                        for name, (_, document) in zip(names, group))
+    return [f"How each stage grows ({samples}):", "", *markdown_table(header, rows), ""]
 
 
 # ---- the README's block --------------------------------------------------------------------

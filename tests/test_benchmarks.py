@@ -371,3 +371,63 @@ def test_bench_training_writes_its_json(tmp_path):
     assert json.loads(done.stdout.splitlines()[-1]) == result["figures"]
     assert result["benchmark"] == "bench_training" and result["machine"]["gpu"] is None
     assert result["figures"]["train_samples_per_s"] > 0
+
+
+def test_measure_stages_credits_processes_to_their_outermost_stage():
+    stages = script("measure_stages")
+    assert stages.stage_of(["python", "-m", "lib.sweep", "plan.yaml"]) == "sweep"
+    assert stages.stage_of([".venv/bin/papermill", "notebooks/05_ensemble.ipynb", "x.ipynb"]) \
+        == "05_ensemble"
+    assert stages.stage_of(["python", "-m", "ipykernel_launcher", "-f", "k.json"]) is None
+    engine = ["python", "-m", "lib.runs.engine", "/r/notebooks/03_train.ipynb",
+              "/r/runs/d/demo/mobilenet/fold0_seed0/03_train.ipynb", "-f", "p.yaml"]
+    assert stages.run_of(engine) == "demo/mobilenet"
+    # make (1) -> sweep (2) -> worker (3) -> engine (4) -> kernel (5); make -> papermill (6)
+    # -> kernel (7); a shell (8) whose command names a stage is the measured command itself
+    processes = {1: (8, ["make", "demo"], 10), 2: (1, ["python", "-m", "lib.sweep"], 100),
+                 3: (2, ["python", "-c", "spawn"], 20), 4: (3, engine, 30),
+                 5: (4, ["python", "-m", "ipykernel_launcher"], 400),
+                 6: (1, ["papermill", "notebooks/02_preprocess.ipynb", "o.ipynb"], 50),
+                 7: (6, ["python", "-m", "ipykernel_launcher"], 70),
+                 8: (0, ["bash", "-c", "python -m lib.synthetic x && make demo"], 5)}
+    by_stage, by_run, models = stages.attribute(processes, root=8)
+    assert {k: sorted(v) for k, v in by_stage.items()} == {
+        "sweep": [20, 30, 100, 400], "02_preprocess": [50, 70]}
+    assert by_run == {4: [30, 400]} and models == {4: "demo/mobilenet"}
+
+
+def test_measure_stages_times_a_real_command_and_keeps_results_of_failed_ones(tmp_path):
+    out, data = tmp_path / "stages_tiny.json", tmp_path / "data"
+    command = [sys.executable, str(SCRIPTS / "measure_stages.py"), "--json", str(out),
+               "--data-dir", str(data), "--interval", "0.05", "--", "bash", "-c",
+               f"{sys.executable} -m lib.synthetic {data} --profile tiny --limit 6 && sleep 0.3"]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(out.read_text())["figures"]
+    assert figures["samples"] == 6 and figures["wall_s"] > 0
+    [generate] = figures["stages"]
+    assert generate["stage"] == "generate" and generate["wall_s"] > 0
+    assert 10 < generate["peak_rss_mib"] < 4096 and generate["s_per_sample"] > 0
+    before = out.read_bytes()
+    failed = [*command[:-1], "exit 3"]
+    done = subprocess.run(failed, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3 and "exited with status 3: nothing written" in done.stderr
+    assert out.read_bytes() == before  # a failed command never replaces a result
+
+
+def test_stage_documents_get_a_growth_table_smallest_folder_first(tmp_path):
+    def stages_doc(samples, seconds, mib):
+        return document("stages", dict(samples=samples, run_files_gb=samples / 100, wall_s=99,
+                                       stages=[dict(stage="02_preprocess", wall_s=seconds,
+                                                    s_per_sample=seconds / samples,
+                                                    peak_rss_mib=mib, peak_process_mib=mib)],
+                                       runs=[]))
+    write(tmp_path / "benchmarks" / "stages_full.json", stages_doc(1584, 316.8, 900))
+    write(tmp_path / "benchmarks" / "stages_tiny.json", stages_doc(36, 3.6, 300))
+    code, page = render(tmp_path)
+    assert code == 0
+    assert ("How each stage grows (tiny: 36 samples, 0.36 GB of run files, full: 1584 samples, "
+            "15.84 GB of run files):") in page
+    assert "| stage | tiny: s | tiny: s / sample | tiny: peak MiB | full: s |" in page
+    assert "| 02_preprocess | 3.6 | 0.1 | 300 | 316.8 | 0.2 | 900 |" in page
+    assert "| whole command | 99 | – | – | 99 | – | – |" in page
