@@ -8,8 +8,8 @@ Every ``--interval`` seconds the resident memory (RSS) of every process under th
 read (psutil) and credited to a stage, found from the process's own command line or its
 nearest ancestor's, the outermost match winning:
 
-    pip -> setup, lib.synthetic -> generate, notebooks/NN_name.ipynb -> NN_name (a papermill
-    run of a numbered notebook), lib.sweep -> sweep, lib.reports -> report
+    pip -> setup, lib.synthetic -> generate, papermill ... notebooks/NN_name.ipynb -> NN_name
+    (a papermill run of a numbered notebook), lib.sweep -> sweep, lib.reports -> report
 
 A stage's ``peak_rss_mib`` is the largest sum over its processes at one moment (a process's
 shared pages count in each process that maps them, so this bounds the real use from above);
@@ -49,6 +49,8 @@ def stage_of(argv: list[str]) -> str | None:
     for marker, stage in MARKERS:
         if marker in line:
             return stage
+    if "papermill" not in line:  # e.g. make's look-up of a notebook's lib/ files
+        return None
     for arg in argv:
         found = NOTEBOOK.search(arg)
         if found:

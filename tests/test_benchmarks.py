@@ -379,6 +379,9 @@ def test_measure_stages_credits_processes_to_their_outermost_stage():
     assert stages.stage_of([".venv/bin/papermill", "notebooks/05_ensemble.ipynb", "x.ipynb"]) \
         == "05_ensemble"
     assert stages.stage_of(["python", "-m", "ipykernel_launcher", "-f", "k.json"]) is None
+    # make looks up a notebook's lib/ files before it runs it: not the notebook's stage
+    assert stages.stage_of(["python3", "scripts/notebook_deps.py", "notebooks/02_preprocess.ipynb"
+                            ]) is None
     engine = ["python", "-m", "lib.runs.engine", "/r/notebooks/03_train.ipynb",
               "/r/runs/d/demo/mobilenet/fold0_seed0/03_train.ipynb", "-f", "p.yaml"]
     assert stages.run_of(engine) == "demo/mobilenet"
