@@ -101,8 +101,9 @@ def attribute(processes: dict[int, tuple[int | None, list[str], int]], root: int
         while current in processes and current != root:
             parent, argv, _ = processes[current]
             stage = stage_of(argv) or stage
-            if run is None and run_of(argv):
-                run, models[current] = current, run_of(argv)
+            model = run_of(argv) if run is None else None
+            if model:
+                run, models[current] = current, model
             current = parent
         if stage is not None:
             stages.setdefault(stage, []).append(rss)

@@ -204,11 +204,8 @@ def _fingerprint_matches(path: Path, fingerprint: str) -> bool:
     fingerprint)."""
     if not path.is_file():
         return False
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return str(data["fingerprint"]) == fingerprint
-    except (OSError, ValueError, KeyError):
-        return False
+    with np.load(path, allow_pickle=False) as data:
+        return str(data["fingerprint"]) == fingerprint
 
 
 def build_image_cache(metadata: pd.DataFrame, path: str | Path, *, m_bins: int = 256,
@@ -257,11 +254,9 @@ def cached_arrays(path: str | Path, fingerprint: str,
 
 
 def _matching_cache(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
-    if path.is_file():
-        cached = load_image_cache(path)
-        if str(cached["fingerprint"]) == fingerprint:
-            return cached
-    return None
+    """The cache file's arrays when it was made from these inputs (a stale file is not read
+    whole), else None."""
+    return load_image_cache(path) if _fingerprint_matches(path, fingerprint) else None
 
 
 def _render_cache(metadata: pd.DataFrame, m_bins: int, t_bins: int, workers: int | None,
