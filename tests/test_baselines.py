@@ -8,10 +8,14 @@ import pytest
 
 from lib.core.metrics import aggregated_log_loss
 from lib.core.schema import HELIUM_MASS, LABELS
+from lib.data.dataset import load_competition
+from lib.data.images import cache_path, cache_rows
 from lib.ensemble.baselines import (
     N_MASSES,
     N_TIME_BINS,
+    benchmark_feature_cache,
     benchmark_features,
+    feature_matrix,
     logistic_benchmark_oof,
     logistic_benchmark_predict,
     prior_oof,
@@ -110,3 +114,33 @@ def test_extra_samples_train_in_every_fold():
     oof = logistic_benchmark_oof(features, labels, np.arange(40) % 4,
                                  extra_features=extra_features, extra_labels=extra_labels)
     assert (oof < 0.5).all() and (oof > 0).all()  # a fitted model, not the constant mean 0
+
+
+def test_a_folders_benchmark_features_are_read_once_and_kept_with_their_cost(competition_dir,
+                                                                            tmp_path):
+    metadata = load_competition(competition_dir).metadata
+    folder = tmp_path / "cache"
+    cache = benchmark_feature_cache(metadata, folder, workers=1)
+    path = cache_path(folder, N_MASSES, N_TIME_BINS, kind="benchmark")
+    assert path.is_file() and list(cache["sample_ids"]) == list(metadata["sample_id"])
+    np.testing.assert_array_equal(cache["features"], feature_matrix(metadata["path"], workers=1))
+    assert float(cache["build_seconds"]) > 0
+    written = path.stat().st_mtime_ns
+    again = benchmark_feature_cache(metadata, folder, workers=1)
+    assert path.stat().st_mtime_ns == written  # read, not rebuilt
+    assert float(again["build_seconds"]) == float(cache["build_seconds"])  # the first build's
+    last = metadata["path"].iloc[-1]
+    frame = pd.read_csv(last)
+    frame["intensity"] = frame["intensity"][::-1].to_numpy()  # the same readings, other times
+    frame.to_csv(last, index=False)
+    changed = benchmark_feature_cache(metadata, folder, workers=1)
+    assert not np.array_equal(changed["features"][-1], cache["features"][-1])
+    np.testing.assert_array_equal(changed["features"][:-1], cache["features"][:-1])
+
+
+def test_a_caches_rows_are_found_by_sample_id_and_a_missing_one_is_named():
+    cache = {"sample_ids": np.array(["S2", "S0", "S1"])}
+    assert cache_rows(cache, ["S0", "S1", "S0"]).tolist() == [1, 2, 1]
+    assert cache_rows(cache, []).tolist() == []
+    with pytest.raises(KeyError, match="sample 'S9' is not in the cache"):
+        cache_rows(cache, ["S1", "S9"])

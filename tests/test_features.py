@@ -18,7 +18,7 @@ import pytest
 import yaml
 from sklearn.linear_model import LogisticRegression
 
-from lib.core.paths import REPO_ROOT
+from lib.core.paths import REPO_ROOT, dataset_work_dir
 from lib.core.schema import LABELS, N_LABELS
 from lib.data.features import image_features, n_features, stretched_image_features
 from lib.data.third_place import stretch_time
@@ -312,15 +312,20 @@ def test_ensemble_takes_feature_and_cnn_runs(workspace):
                         parameters=dict(plan=str(workspace["plan"]),
                                         runs_dir=str(workspace["runs"]),
                                         data_dir=workspace["data_dir"],
-                                        cache_dir=workspace["cache_dir"], output_dir=str(out),
-                                        lr_baseline=False),
+                                        cache_dir=workspace["cache_dir"], output_dir=str(out)),
                         kernel_name="python3", progress_bar=False)
     selection = json.loads((out / "selection.json").read_text())
     assert selection["left_out"] == []
+    # the baselines' features were read from the CSVs once and kept beside the image cache,
+    # with what building them cost (a part of the 3rd place's fit time)
+    work_dir = dataset_work_dir(workspace["cache_dir"], workspace["data_dir"])
+    dense = np.load(work_dir / "third_place_m600_t500.npz")
+    assert (work_dir / "benchmark_m350_t50.npz").is_file()
+    assert selection["baseline_seconds"]["3rd place's dense network"] > dense["build_seconds"]
     assert set(selection["grow_by_one"]) | set(selection["remove_by_one"]) <= {
         "demo/test_efficientnet/seed0", "features_gbm/lightgbm/seed0"}
-    assert {"ensemble (chosen)", "best single model",
-            "3rd place's dense network"} <= set(selection["comparison"])
+    assert {"ensemble (chosen)", "best single model", "3rd place's dense network",
+            "logistic regression (organisers' benchmark)"} <= set(selection["comparison"])
     assert selection["best_single_model"] in {"demo/test_efficientnet/seed0",
                                               "features_gbm/lightgbm/seed0"}
     # the score selection compares (clipped) is shown beside the loss: the chosen ensemble's

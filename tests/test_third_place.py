@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from lib.core.metrics import aggregated_log_loss
-from lib.data.dataset import DataError
+from lib.data.dataset import DataError, load_competition
+from lib.data.images import cache_path
 from lib.data.third_place import (
     IONS,
     N_FEATURES,
@@ -16,6 +17,7 @@ from lib.data.third_place import (
     resample_max,
     scale_uint8,
     smooth_time,
+    third_place_cache,
     third_place_features,
     third_place_image,
     third_place_matrix,
@@ -107,3 +109,18 @@ def test_out_of_fold_rows_never_see_their_own_labels():
     assert not np.array_equal(with_extra[folds == 0], a[folds == 0])
     test = fit_predict_dense(x, labels, extra_x, SMALL)
     assert test.shape == (20, 9) and ((0 < test) & (test < 1)).all()
+
+
+def test_a_folders_features_are_cached_once_with_the_time_they_took(competition_dir, tmp_path):
+    metadata = load_competition(competition_dir).metadata
+    cache = third_place_cache(metadata, tmp_path / "cache", workers=1)
+    path = cache_path(tmp_path / "cache", IONS, STEPS, kind="third_place")
+    assert list(cache["sample_ids"]) == list(metadata["sample_id"])
+    np.testing.assert_array_equal(
+        cache["features"], third_place_matrix(metadata["path"], metadata["derivatized"], workers=1))
+    assert cache["features"].shape == (len(metadata), N_FEATURES)
+    written = path.stat().st_mtime_ns
+    again = third_place_cache(metadata, tmp_path / "cache", workers=1)
+    assert path.stat().st_mtime_ns == written
+    assert float(again["build_seconds"]) == float(cache["build_seconds"]) > 0
+    np.testing.assert_array_equal(again["features"], cache["features"])

@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -217,7 +218,7 @@ def build_image_cache(metadata: pd.DataFrame, path: str | Path, *, m_bins: int =
     sample_ids (N,) str, derivatized (N,) int8, images (N, m_bins, t_bins) float32,
     nan_counts (N,) int64 (NaN intensities read as 0), negative_counts (N,) int64 (negative
     intensities clipped to 0), duplicate_counts (N,) int64 (rows repeating an earlier row's
-    (time, mass), summed into their cell), fingerprint () str.
+    (time, mass), summed into their cell), fingerprint () str, build_seconds () float.
     The file is written under a temporary name and renamed, so it is whole or absent; before
     rendering, NotEnoughSpaceError (naming the folder) if its disk cannot hold it. Runs
     that start together on a fresh cache (a sweep) render it once: the first holds
@@ -234,9 +235,11 @@ def build_image_cache(metadata: pd.DataFrame, path: str | Path, *, m_bins: int =
 def cached_arrays(path: str | Path, fingerprint: str,
                   build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """The arrays of the .npz file at ``path`` when its ``fingerprint`` array matches, else
-    build()'s arrays with the fingerprint added, written there under a temporary name and
-    renamed (whole or absent). Processes that start together on a fresh file build it once: the
-    first holds ``<path>.lock`` while it builds, the others wait for it and read its file."""
+    build()'s arrays with the fingerprint and ``build_seconds`` () float (build()'s wall time,
+    kept so that a reader of the file knows what it cost) added, written there under a
+    temporary name and renamed (whole or absent). Processes that start together on a fresh file
+    build it once: the first holds ``<path>.lock`` while it builds, the others wait for it and
+    read its file."""
     path = Path(path)
     cached = _matching_cache(path, fingerprint)
     if cached is not None:
@@ -247,10 +250,23 @@ def cached_arrays(path: str | Path, fingerprint: str,
         cached = _matching_cache(path, fingerprint)  # built while this one waited
         if cached is not None:
             return cached
-        arrays = {**build(), "fingerprint": np.array(fingerprint)}
+        started = time.perf_counter()
+        arrays = build()
+        arrays.update(fingerprint=np.array(fingerprint),
+                      build_seconds=np.array(time.perf_counter() - started))
         with atomic_path(path) as partial, open(partial, "wb") as handle:
             np.savez(handle, **arrays)
         return arrays
+
+
+def cache_rows(cache: dict[str, np.ndarray], sample_ids) -> np.ndarray:
+    """(n,) int: the row of each of ``sample_ids`` (n,) in a cache's arrays (its
+    ``sample_ids``); KeyError naming the first sample the cache does not hold."""
+    row_of = {sample_id: i for i, sample_id in enumerate(cache["sample_ids"])}
+    missing = next((s for s in sample_ids if s not in row_of), None)
+    if missing is not None:
+        raise KeyError(f"sample {missing!r} is not in the cache (made for other data?)")
+    return np.array([row_of[s] for s in sample_ids], dtype=int)
 
 
 def _matching_cache(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:

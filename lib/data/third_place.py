@@ -20,7 +20,8 @@ clipped at 1, kept as floats. The floor, 1e-4 of the sample's peak (most often h
 chosen by 5-fold CV on a `medium` folder of seed 11 among 1e-3 .. 1e-6 (docs/families.md). Its
 matrix over a competition folder is cached beside the image caches (ion_time_csv_cache), with
 the same features of the image stretched along time (stretch_time) where a run trains on
-stretched copies of its samples (FeatureSettings.time_stretch).
+stretched copies of its samples (FeatureSettings.time_stretch). The recipe's matrix is cached
+the same way (third_place_cache), for 05_ensemble's baseline.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ KINDS = ("third_place", "ion_time_csv")  # sqrt and uint8 (the recipe), or the l
 # Bump when ion_image, log_scale, ion_time_features or their constants change; the cache's
 # fingerprint also holds RENDER_VERSION, bumped when read_sample's repairs change.
 CSV_VERSION = "ion_time_csv 2"  # 2: log_scale divides by the peak first (no underflow)
+THIRD_PLACE_VERSION = "third_place 1"  # the same, for third_place_cache (the recipe's kind)
 
 
 def resample_max(values: np.ndarray, length: int = STEPS) -> np.ndarray:
@@ -196,6 +198,23 @@ def ion_time_csv_cache(metadata: pd.DataFrame, folder: str | Path, workers: int 
 
     kind = f"ion_time_csv_x{tag[1:]}" if stretches else "ion_time_csv"
     return cached_arrays(cache_path(folder, IONS, STEPS, kind=kind), fingerprint, build)
+
+
+def third_place_cache(metadata: pd.DataFrame, folder: str | Path,
+                      workers: int | None = None) -> dict[str, np.ndarray]:
+    """The 3rd place's features (third_place_matrix, kind "third_place") of every sample of
+    ``metadata`` (Competition.metadata rows), kept in folder/third_place_m600_t500.npz and
+    reused while the samples' files and the recipe (THIRD_PLACE_VERSION) are unchanged
+    (lib.data.images.cached_arrays). Returns sample_ids (N,) str, features (N, N_FEATURES)
+    float32, fingerprint () str and build_seconds () float (what building them took)."""
+    fingerprint = cache_fingerprint(metadata, IONS, STEPS,
+                                    version=f"{RENDER_VERSION} {THIRD_PLACE_VERSION}")
+
+    def build() -> dict[str, np.ndarray]:
+        features = third_place_matrix(metadata["path"], metadata["derivatized"], workers)
+        return {"sample_ids": metadata["sample_id"].to_numpy(dtype=str), "features": features}
+
+    return cached_arrays(cache_path(folder, IONS, STEPS, kind="third_place"), fingerprint, build)
 
 
 def _views_matrix(paths, derivatized, workers: int | None, kind: str,
