@@ -98,6 +98,7 @@ table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 14px; }}
 h2 {{ margin-top: 1.5em; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; }}
 th {{ background: #f3f3f3; }}
+td {{ white-space: nowrap; }}
 .bad {{ color: #b00020; }}
 code {{ background: #f3f3f3; padding: 1px 4px; }}
 </style></head><body>
@@ -166,8 +167,10 @@ def explanation_section(reports: Path, ensemble_dir: Path | None) -> str:
 
 def score_frame(per_label: dict[str, dict]) -> pd.DataFrame:
     """{label: scores} of explain_scores.json -> a table, one row per label (short names),
-    shares rounded to 3 decimals, intervals as "low-high"."""
+    shares rounded to 3 decimals, intervals as "low-high"; the columns are the scores' names
+    with spaces for underscores (a header may wrap: the page keeps its width)."""
     frame = pd.DataFrame(per_label).T.rename(index=SHORT)
+    frame.columns = [str(c).replace("_", " ") for c in frame.columns]
     for column in frame.columns:
         frame[column] = [f"{v[0]:.3f}-{v[1]:.3f}" if isinstance(v, list) else
                          "" if pd.isna(v) else f"{v:.3f}" if isinstance(v, float) else v
