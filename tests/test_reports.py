@@ -88,6 +88,7 @@ def test_index_links_the_explanations_and_their_scores(tmp_path):
     assert 'href="06_explain.html"' in index and "No explanations yet" not in index
     assert "The ensemble" in index and "chlorine" in index and "0.412" in index
     assert "0.301-0.523" in index and "<th>top5 hit rate</th>" in index
+    assert index.count('class="dataframe scores"') == 2  # their cells do not wrap
     assert "features_lr/logistic/seed0 (chosen)" in index and "0.247" in index
     assert "demo/net/seed0" not in index  # nothing scored for it
     assert "<img" not in index  # no figure yet

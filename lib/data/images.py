@@ -236,7 +236,8 @@ def cached_arrays(path: str | Path, fingerprint: str,
                   build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """The arrays of the .npz file at ``path`` when its ``fingerprint`` array matches, else
     build()'s arrays with the fingerprint and ``build_seconds`` () float (build()'s wall time,
-    kept so that a reader of the file knows what it cost) added, written there under a
+    kept so that a reader of the file knows what it cost; files written before 2026-12-07 lack
+    it) added, written there under a
     temporary name and renamed (whole or absent). Processes that start together on a fresh file
     build it once: the first holds ``<path>.lock`` while it builds, the others wait for it and
     read its file."""

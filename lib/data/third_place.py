@@ -46,10 +46,14 @@ N_FEATURES = FEATURE_IONS * 3 + FEATURE_IONS * 2 + 1
 # m/z 4, which the 3rd place's image keeps)
 LOG_FLOOR = 1e-4
 KINDS = ("third_place", "ion_time_csv")  # sqrt and uint8 (the recipe), or the log scale
-# Bump when ion_image, log_scale, ion_time_features or their constants change; the cache's
-# fingerprint also holds RENDER_VERSION, bumped when read_sample's repairs change.
+# Bump when what a kind's features are made of changes, so its cache is rebuilt; both caches'
+# fingerprints also hold RENDER_VERSION, bumped when read_sample's repairs change.
+# CSV_VERSION (ion_time_csv_cache): ion_image, resample_max, smooth_time, intensity_image,
+# log_scale, ion_time_features, log_features, stretch_time and their constants.
 CSV_VERSION = "ion_time_csv 2"  # 2: log_scale divides by the peak first (no underflow)
-THIRD_PLACE_VERSION = "third_place 1"  # the same, for third_place_cache (the recipe's kind)
+# THIRD_PLACE_VERSION (third_place_cache): ion_image, resample_max, smooth_time, scale_uint8,
+# third_place_image, ion_time_features, third_place_features and their constants.
+THIRD_PLACE_VERSION = "third_place 1"
 
 
 def resample_max(values: np.ndarray, length: int = STEPS) -> np.ndarray:

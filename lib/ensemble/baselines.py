@@ -18,9 +18,11 @@ import pandas as pd
 import sklearn
 from sklearn.linear_model import LogisticRegression
 
+from lib.core.files import check_free_space
 from lib.core.schema import HELIUM_MASS
 from lib.data.dataset import read_sample
 from lib.data.images import (
+    CACHE_SPACE_HINT,
     RENDER_VERSION,
     cache_fingerprint,
     cache_path,
@@ -30,7 +32,8 @@ from lib.data.images import (
 N_MASSES = 350  # integer m/z 0..349
 TIME_BIN_MIN = 0.5
 N_TIME_BINS = 50  # 0-25 min
-# Bump when benchmark_features changes, so benchmark_feature_cache rebuilds its file.
+# Bump when benchmark_features or the constants above change, so benchmark_feature_cache
+# rebuilds its file (its fingerprint also holds RENDER_VERSION, for read_sample's repairs).
 BENCHMARK_VERSION = "benchmark 1"
 _SKLEARN_VERSION = tuple(int(p) for p in sklearn.__version__.split(".")[:2])
 
@@ -152,12 +155,16 @@ def benchmark_feature_cache(metadata: pd.DataFrame, folder: str | Path,
                             workers: int | None = None) -> dict[str, np.ndarray]:
     """feature_matrix of every sample of ``metadata`` (Competition.metadata rows), kept in
     folder/benchmark_m350_t50.npz and reused while the samples' files and the recipe
-    (BENCHMARK_VERSION) are unchanged (lib.data.images.cached_arrays). Returns sample_ids (N,)
-    str, features (N, 350 * 50) float64, fingerprint () str and build_seconds () float."""
+    (BENCHMARK_VERSION) are unchanged (lib.data.images.cached_arrays); NotEnoughSpaceError
+    naming ``folder`` before the CSVs are read if its disk cannot hold the file (140 kB a
+    sample). Returns sample_ids (N,) str, features (N, 350 * 50) float64, fingerprint () str
+    and build_seconds () float."""
     fingerprint = cache_fingerprint(metadata, N_MASSES, N_TIME_BINS,
                                     version=f"{RENDER_VERSION} {BENCHMARK_VERSION}")
 
     def build() -> dict[str, np.ndarray]:
+        check_free_space(folder, len(metadata) * N_MASSES * N_TIME_BINS * 8 * 1.1 + 2**20,
+                         "the benchmark's feature cache", CACHE_SPACE_HINT)
         return {"sample_ids": metadata["sample_id"].to_numpy(dtype=str),
                 "features": feature_matrix(metadata["path"], workers)}
 

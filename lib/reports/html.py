@@ -98,7 +98,7 @@ table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 14px; }}
 h2 {{ margin-top: 1.5em; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; }}
 th {{ background: #f3f3f3; }}
-td {{ white-space: nowrap; }}
+.scores td {{ white-space: nowrap; }}
 .bad {{ color: #b00020; }}
 code {{ background: #f3f3f3; padding: 1px 4px; }}
 </style></head><body>
@@ -159,9 +159,9 @@ def explanation_section(reports: Path, ensemble_dir: Path | None) -> str:
             "90 % bootstrap interval of the share over samples; top-5 hit rate: share of the "
             "top-5 m/z (occlusion) that are true ions.</p>")
     if len(ensemble):
-        text += "<h3>The ensemble</h3>" + ensemble.to_html(border=0, na_rep="")
+        text += "<h3>The ensemble</h3>" + ensemble.to_html(border=0, na_rep="", classes="scores")
     if len(models):
-        text += "<h3>Each model</h3>" + models.to_html(border=0, na_rep="")
+        text += "<h3>Each model</h3>" + models.to_html(border=0, na_rep="", classes="scores")
     return link + text
 
 
