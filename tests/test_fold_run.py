@@ -43,6 +43,9 @@ def test_split_fold_follows_the_rules(competition_dir):
     assert [n - 1 - r for r in rows["oof"]] == [data.metadata["sample_id"].tolist().index(s)
                                                 for s in split.oof_ids]
     assert {k: len(v) for k, v in rows.items()} == split.sizes()
+    last_test = split.test_ids[-1]  # a cache made for other data: the sample is named
+    with pytest.raises(KeyError, match=f"sample '{last_test}' is not in the cache"):
+        split.rows([s for s in data.metadata["sample_id"] if s != last_test])
 
 
 def test_oof_table_against_the_prior():

@@ -34,6 +34,7 @@ import torch
 from lib.core.schema import LABELS
 from lib.data.dataset import read_sample
 from lib.data.features import CSV_KINDS, image_features
+from lib.data.images import cache_rows
 from lib.data.third_place import STEPS, feature_names, intensity_image, log_features
 from lib.explain.cam import CAM_METHODS, TargetLayerError, cam_maps, default_cam
 from lib.explain.features import contribution_method, contributions_to_grid, feature_contributions
@@ -266,7 +267,6 @@ def explain_model(name: str, fold_runs: dict[int, Path], cache: dict[str, np.nda
     usable = _usable_folds(name, fold_runs, image_size, device, result.problems, csv_images)
     result.picked = _pick(name, usable, train_labels, folds, labels, n_per_label, seed, hidden,
                           result.problems)
-    position = {sample_id: i for i, sample_id in enumerate(cache["sample_ids"])}
     fold_of = folds.set_index("sample_id")["fold"]
     for fold, fold_model in usable.items():
         result.family = fold_model.family
@@ -275,8 +275,8 @@ def explain_model(name: str, fold_runs: dict[int, Path], cache: dict[str, np.nda
         ids = sorted({s for chosen in wanted.values() for s in chosen})
         if not ids:
             continue
-        images = cache["images"][[position[s] for s in ids]].astype(np.float32)
-        flags = cache["derivatized"][[position[s] for s in ids]]
+        rows = cache_rows(cache, ids)
+        images, flags = cache["images"][rows].astype(np.float32), cache["derivatized"][rows]
         predictors = [fold_model.predictor(int(flag), device, image,
                                            csv_images(s) if fold_model.from_csv else None)
                       for s, image, flag in zip(ids, images, flags)]
@@ -371,10 +371,10 @@ def explain_ensemble(members: dict[str, dict[int, Path]], cache: dict[str, np.nd
         result.problems.append("ensemble: no fold that every member can predict, not explained")
     result.picked = _pick("ensemble", sorted(complete), train_labels, folds, labels,
                           n_per_label, seed, hidden, result.problems)
-    position = {sample_id: i for i, sample_id in enumerate(cache["sample_ids"])}
     fold_of = folds.set_index("sample_id")["fold"]
-    for sample_id in sorted({s for ids in result.picked.values() for s in ids}):
-        fold, i = fold_of[sample_id], position[sample_id]
+    picked = sorted({s for ids in result.picked.values() for s in ids})
+    for sample_id, i in zip(picked, cache_rows(cache, picked)):
+        fold = fold_of[sample_id]
         image = cache["images"][i].astype(np.float32)
         flag = int(cache["derivatized"][i])
         fold_models = [loaded[name][fold] for name in members]

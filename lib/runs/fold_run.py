@@ -18,6 +18,7 @@ import pandas as pd
 from lib.core.metrics import NonFiniteLossError, per_label_log_loss
 from lib.core.paths import dataset_work_dir
 from lib.data.folds import check_fold
+from lib.data.images import cache_rows
 from lib.runs import run_folder
 
 
@@ -43,9 +44,9 @@ class FoldSplit:
 
     def rows(self, sample_ids) -> dict[str, np.ndarray]:
         """{"train", "oof", "test"} -> int64 row indices of those samples in ``sample_ids``
-        (an image cache's (N,) sample_ids)."""
-        row_of = {sid: i for i, sid in enumerate(sample_ids)}
-        return {part: np.array([row_of[s] for s in ids], dtype=np.int64)
+        (an image cache's (N,) sample_ids); KeyError naming a sample that is not there."""
+        cache = {"sample_ids": sample_ids}
+        return {part: cache_rows(cache, ids).astype(np.int64)
                 for part, ids in (("train", self.train_ids), ("oof", self.oof_ids),
                                   ("test", self.test_ids))}
 
