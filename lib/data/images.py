@@ -235,12 +235,11 @@ def build_image_cache(metadata: pd.DataFrame, path: str | Path, *, m_bins: int =
 def cached_arrays(path: str | Path, fingerprint: str,
                   build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """The arrays of the .npz file at ``path`` when its ``fingerprint`` array matches, else
-    build()'s arrays with the fingerprint and ``build_seconds`` () float (build()'s wall time,
-    kept so that a reader of the file knows what it cost; files written before 2026-12-07 lack
-    it) added, written there under a
-    temporary name and renamed (whole or absent). Processes that start together on a fresh file
-    build it once: the first holds ``<path>.lock`` while it builds, the others wait for it and
-    read its file."""
+    build()'s arrays with the fingerprint and ``build_seconds`` () float added (build()'s wall
+    time, so that a reader of the file knows what it cost; files written before 2026-12-07
+    lack it), written there under a temporary name and renamed (whole or absent). Processes
+    that start together on a fresh file build it once: the first holds ``<path>.lock`` while it
+    builds, the others wait for it and read its file."""
     path = Path(path)
     cached = _matching_cache(path, fingerprint)
     if cached is not None:
